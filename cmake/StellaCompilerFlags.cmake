@@ -1,0 +1,35 @@
+# Warning and sanitizer flags shared by every Stella target (applied directory-wide from the top
+# level so generated protobuf code gets the same sanitizer instrumentation as ours).
+
+add_compile_options(-Wall -Wextra)
+if(STELLA_WERROR)
+  add_compile_options(-Werror)
+endif()
+
+if(STELLA_SANITIZE STREQUAL "address")
+  # ASan and UBSan together: the pair CI runs. UBSan findings abort so a test fails on them.
+  set(_stella_san -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                  -fno-omit-frame-pointer)
+elseif(STELLA_SANITIZE STREQUAL "thread")
+  set(_stella_san -fsanitize=thread -fno-omit-frame-pointer)
+elseif(STELLA_SANITIZE STREQUAL "undefined")
+  set(_stella_san -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(NOT STELLA_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "STELLA_SANITIZE=${STELLA_SANITIZE}: expected address, thread or undefined")
+endif()
+if(_stella_san)
+  add_compile_options(${_stella_san})
+  add_link_options(${_stella_san})
+endif()
+
+if(STELLA_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "STELLA_FUZZ=ON needs clang (libFuzzer): configure with "
+                        "-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang")
+  endif()
+  # Coverage instrumentation for all our code (the fuzzer binaries add the libFuzzer driver),
+  # with ASan+UBSan so that memory errors surface as crashes.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
