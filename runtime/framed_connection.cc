@@ -1,0 +1,474 @@
+#include "runtime/framed_connection.h"
+
+#include <openssl/err.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/async.h"
+#include "runtime/boringssl.h"  // must come first among OpenSSL-API headers
+#include "spdlog/spdlog.h"
+#include "stella/router/v1/frames.pb.h"
+
+namespace stella::runtime {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using SslStream = asio::ssl::stream<tcp::socket>;
+
+constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr char kFailureLabelUrl[] = "type.stella.dev/failure-label";
+
+// An asio::ssl::stream over `socket` made from the snapshot's SSL_CTX. The asio context wrapper
+// takes one reference of its own and drops it right away: the stream's SSL holds the CTX, and
+// the connection holds the snapshot that owns everything the CTX's callbacks use.
+SslStream MakeStream(tcp::socket socket, const tls::TlsContext& tls) {
+  SSL_CTX_up_ref(tls.native_handle());
+  asio::ssl::context context(tls.native_handle());
+  return SslStream(std::move(socket), context);
+}
+
+std::string AddressOf(const tcp::socket& socket) {
+  error_code ec;
+  tcp::endpoint endpoint = socket.remote_endpoint(ec);
+  if (ec) {
+    return "(unknown peer)";
+  }
+  return absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
+}
+
+bool IsCertificateLabel(const std::string& label) {
+  return label == "rejected_by_peer" || label == "no_certificate" || label == "unknown_ca" ||
+         label == "expired" || label == "not_yet_valid" || label == "revoked" ||
+         label == "crl_missing" || label == "crl_expired" || label == "crl_invalid" ||
+         label == "name_mismatch" || label == "wrong_usage" || label == "bad_signature";
+}
+
+absl::Status Labelled(absl::StatusCode code, const std::string& message, const std::string& label) {
+  absl::Status status(code, message);
+  status.SetPayload(kFailureLabelUrl, absl::Cord(label));
+  return status;
+}
+
+}  // namespace
+
+std::string FailureLabelOf(const absl::Status& status) {
+  if (status.ok()) {
+    return "";
+  }
+  absl::optional<absl::Cord> label = status.GetPayload(kFailureLabelUrl);
+  return label.has_value() ? std::string(*label) : std::string("other");
+}
+
+struct FramedConnection::Impl {
+  Impl(tcp::socket socket, std::shared_ptr<const tls::TlsContext> tls_in,
+       ConnectionOptions options_in)
+      : tls(std::move(tls_in)),
+        options(options_in),
+        remote(AddressOf(socket)),
+        stream(MakeStream(std::move(socket), *tls)),
+        wake(stream.get_executor()),
+        decoder(options.max_payload_size) {}
+
+  // Converts an Asio or BoringSSL error into a Status with a readable sentence and a label. The
+  // one place where error_code becomes absl::Status.
+  absl::Status StatusFrom(const error_code& ec, const char* during) {
+    if (ec.category() == asio::error::get_ssl_category()) {
+      std::vector<uint32_t> errors{static_cast<uint32_t>(ec.value())};
+      for (uint32_t more : tls::TakeSslErrors()) {
+        errors.push_back(more);
+      }
+      tls::TlsContext::Failure failure = tls->DescribeFailure(errors, diagnostics);
+      absl::StatusCode code = absl::StatusCode::kFailedPrecondition;
+      if (IsCertificateLabel(failure.label)) {
+        code = absl::StatusCode::kUnauthenticated;
+      } else if (failure.label == "not_tls") {
+        code = absl::StatusCode::kInvalidArgument;
+      } else if (failure.label == "other") {
+        code = absl::StatusCode::kUnavailable;
+      }
+      return Labelled(code, absl::StrCat(failure.sentence, " (peer ", remote, ")"), failure.label);
+    }
+    if (ec == asio::ssl::error::stream_truncated) {
+      return Labelled(absl::StatusCode::kUnavailable,
+                      absl::StrCat("peer ", remote, " closed the TCP connection ", during,
+                                   " without a TLS close_notify"),
+                      "peer_closed");
+    }
+    if (ec == asio::error::eof) {
+      return Labelled(absl::StatusCode::kUnavailable,
+                      absl::StrCat("peer ", remote, " closed the connection ", during),
+                      "peer_closed");
+    }
+    return Labelled(
+        absl::StatusCode::kUnavailable,
+        absl::StrCat("connection with ", remote, " failed ", during, ": ", ec.message()),
+        "network");
+  }
+
+  // Appends a frame to the writer queue with `append` unless the connection is closing or the
+  // queue is over its bound, and wakes the writer.
+  template <typename Append>
+  absl::Status Enqueue(Append append) {
+    if (closing) {
+      return absl::FailedPreconditionError(absl::StrCat("connection with ", remote, " is closing"));
+    }
+    if (pending.size() > options.max_queued_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the writer queue for ", remote, " holds ", pending.size(), " bytes, over its limit of ",
+          options.max_queued_bytes, " bytes: the peer reads too slowly"));
+    }
+    absl::Status status = append(&pending);
+    if (status.ok()) {
+      wake.cancel();
+    }
+    return status;
+  }
+
+  void SetReason(absl::Status reason) {
+    if (!reason_set) {
+      close_reason = std::move(reason);
+      reason_set = true;
+    }
+  }
+
+  void CloseSocket() {
+    error_code ignored;
+    stream.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.lowest_layer().close(ignored);
+  }
+
+  // Called by each loop as it ends; the last one reports the close.
+  void LoopEnded() {
+    if (--loops_running > 0) {
+      wake.cancel();  // the writer may be waiting for the reader to end
+      return;
+    }
+    CloseSocket();
+    CloseHandler handler = std::move(on_closed);
+    on_frame = nullptr;  // handlers may hold the connection: break the cycle
+    on_closed = nullptr;
+    if (handler) {
+      handler(close_reason);
+    }
+  }
+
+  std::shared_ptr<const tls::TlsContext> tls;
+  ConnectionOptions options;
+  std::string remote;
+  tls::HandshakeDiagnostics diagnostics;
+  SslStream stream;
+  asio::steady_timer wake;  // wakes the writer: new frames, close, reader ended
+  FrameDecoder decoder;
+  std::string pending;  // frames queued since the writer's last write
+  std::string writing;  // frames being written
+  FrameHandler on_frame;
+  CloseHandler on_closed;
+  tls::CertificateIdentity peer;
+  int loops_running = 0;
+  bool closing = false;
+  bool reader_done = false;
+  bool timed_out = false;
+  bool reason_set = false;
+  absl::Status close_reason;
+};
+
+namespace {
+
+// Closes the socket if `timer` fires first; the operation it guards then fails.
+void ArmWatchdog(asio::steady_timer& timer, absl::Duration timeout,
+                 std::weak_ptr<FramedConnection> weak, std::function<void()> on_expiry) {
+  timer.expires_after(absl::ToChronoMilliseconds(timeout));
+  timer.async_wait([weak = std::move(weak), on_expiry = std::move(on_expiry)](error_code ec) {
+    if (!ec && weak.lock()) {
+      on_expiry();
+    }
+  });
+}
+
+}  // namespace
+
+FramedConnection::FramedConnection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+FramedConnection::~FramedConnection() = default;
+
+std::shared_ptr<FramedConnection> FramedConnection::FromAccepted(
+    tcp::socket socket, std::shared_ptr<const tls::TlsContext> tls, ConnectionOptions options) {
+  return std::shared_ptr<FramedConnection>(
+      new FramedConnection(std::make_unique<Impl>(std::move(socket), std::move(tls), options)));
+}
+
+namespace {
+
+asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> self,
+                                           FramedConnection::Impl& impl,
+                                           asio::ssl::stream_base::handshake_type type) {
+  SSL* ssl = impl.stream.native_handle();
+  if (absl::Status status = impl.tls->PrepareSsl(ssl, &impl.diagnostics); !status.ok()) {
+    co_return status;
+  }
+  asio::steady_timer watchdog(impl.stream.get_executor());
+  ArmWatchdog(watchdog, impl.options.handshake_timeout, self, [&impl] {
+    impl.timed_out = true;
+    impl.CloseSocket();
+  });
+  error_code ec;
+  co_await impl.stream.async_handshake(type, asio::redirect_error(asio::use_awaitable, ec));
+  watchdog.cancel();
+  if (impl.timed_out) {
+    co_return Labelled(absl::StatusCode::kDeadlineExceeded,
+                       absl::StrCat("TLS handshake with ", impl.remote, " did not finish within ",
+                                    "HandshakeTimeoutSeconds=",
+                                    absl::ToDoubleSeconds(impl.options.handshake_timeout), " s"),
+                       "handshake_timeout");
+  }
+  if (ec) {
+    co_return impl.StatusFrom(ec, "during the TLS handshake");
+  }
+  const uint8_t* alpn = nullptr;
+  unsigned alpn_len = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+  if (alpn_len != std::strlen(tls::kAlpnProtocol) ||
+      std::memcmp(alpn, tls::kAlpnProtocol, alpn_len) != 0) {
+    impl.CloseSocket();
+    co_return Labelled(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("peer ", impl.remote,
+                                    " did not negotiate the ALPN protocol stella/1: it is not a "
+                                    "Stella peer"),
+                       "no_alpn");
+  }
+  bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl));
+  if (peer != nullptr) {
+    impl.peer = tls::IdentityOf(peer.get());
+  }
+  if (!impl.diagnostics.relied_on_dev_switch.empty()) {
+    spdlog::warn(
+        "DEV MODE: the TLS connection with {} ({}) was accepted only because {} is set; never "
+        "use it in production",
+        impl.remote, impl.peer.subject.empty() ? "no certificate" : impl.peer.subject,
+        impl.diagnostics.relied_on_dev_switch);
+  }
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<void> ReadLoop(std::shared_ptr<FramedConnection> self,
+                               FramedConnection::Impl& impl) {
+  while (true) {
+    std::span<std::uint8_t> room = impl.decoder.PrepareWrite(kReadChunk);
+    error_code ec;
+    const std::size_t n = co_await impl.stream.async_read_some(
+        asio::buffer(room.data(), room.size()), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!impl.closing) {
+        impl.SetReason(impl.StatusFrom(ec, "while reading"));
+        impl.closing = true;
+      }
+      break;
+    }
+    impl.decoder.CommitWrite(n);
+    bool violated = false;
+    while (!impl.closing) {
+      absl::StatusOr<std::optional<FrameView>> next = impl.decoder.Next();
+      if (!next.ok()) {
+        // The peer broke the protocol: tell it why, then close.
+        router::v1::Goaway goaway;
+        goaway.set_code(static_cast<int>(next.status().code()));
+        goaway.set_reason(std::string(next.status().message()));
+        (void)self->Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
+        self->Close(Labelled(
+            next.status().code(),
+            absl::StrCat("peer ", impl.remote, " broke the protocol: ", next.status().message()),
+            "protocol_violation"));
+        violated = true;
+        break;
+      }
+      if (!next->has_value()) {
+        break;
+      }
+      if (impl.on_frame) {
+        impl.on_frame(**next);
+      }
+    }
+    if (violated) {
+      break;
+    }
+    if (impl.closing) {
+      // Close() was called: keep reading only until the writer cancels us, discarding frames.
+      continue;
+    }
+  }
+  impl.reader_done = true;
+  impl.LoopEnded();
+}
+
+asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
+                                FramedConnection::Impl& impl) {
+  bool failed = false;
+  while (true) {
+    if (impl.pending.empty()) {
+      if (impl.closing) {
+        break;
+      }
+      impl.wake.expires_at(asio::steady_timer::time_point::max());
+      error_code ignored;
+      co_await impl.wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      continue;
+    }
+    std::swap(impl.pending, impl.writing);
+    error_code ec;
+    co_await asio::async_write(impl.stream, asio::buffer(impl.writing),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    impl.writing.clear();
+    if (ec) {
+      impl.SetReason(impl.StatusFrom(ec, "while writing"));
+      impl.closing = true;
+      impl.pending.clear();
+      failed = true;
+      break;
+    }
+  }
+  if (!failed && !impl.timed_out) {
+    // Graceful close: stop the reader (an SSL stream allows one reader at a time and
+    // async_shutdown reads the peer's close_notify), then exchange close_notify, bounded.
+    if (!impl.reader_done) {
+      error_code ignored;
+      impl.stream.lowest_layer().cancel(ignored);
+      while (!impl.reader_done) {
+        impl.wake.expires_at(asio::steady_timer::time_point::max());
+        co_await impl.wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      }
+    }
+    asio::steady_timer watchdog(impl.stream.get_executor());
+    ArmWatchdog(watchdog, impl.options.close_timeout, self, [&impl] { impl.CloseSocket(); });
+    error_code ignored;
+    co_await impl.stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+    watchdog.cancel();
+  }
+  impl.CloseSocket();
+  impl.LoopEnded();
+}
+
+}  // namespace
+
+asio::awaitable<absl::StatusOr<std::shared_ptr<FramedConnection>>> FramedConnection::Connect(
+    asio::any_io_executor executor, std::string host, std::uint16_t port,
+    std::shared_ptr<const tls::TlsContext> tls, ConnectionOptions options) {
+  const std::string target = absl::StrCat(host, ":", port);
+  tcp::resolver resolver(executor);
+  error_code ec;
+  tcp::resolver::results_type endpoints = co_await resolver.async_resolve(
+      host, std::to_string(port), asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return Labelled(absl::StatusCode::kUnavailable,
+                       absl::StrCat("cannot resolve ", target, ": ", ec.message()), "resolve");
+  }
+  tcp::socket socket(executor);
+  asio::steady_timer watchdog(executor);
+  bool timed_out = false;
+  watchdog.expires_after(absl::ToChronoMilliseconds(options.handshake_timeout));
+  watchdog.async_wait([&socket, &timed_out](error_code wait_ec) {
+    if (!wait_ec) {
+      timed_out = true;
+      error_code ignored;
+      socket.close(ignored);
+    }
+  });
+  co_await asio::async_connect(socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  watchdog.cancel();
+  if (timed_out) {
+    co_return Labelled(absl::StatusCode::kDeadlineExceeded,
+                       absl::StrCat("cannot connect to ", target, " within ",
+                                    absl::ToDoubleSeconds(options.handshake_timeout), " s"),
+                       "connect_timeout");
+  }
+  if (ec) {
+    co_return Labelled(absl::StatusCode::kUnavailable,
+                       absl::StrCat("cannot connect to ", target, ": ", ec.message()), "connect");
+  }
+  socket.set_option(tcp::no_delay(true), ec);
+  std::shared_ptr<FramedConnection> connection(
+      new FramedConnection(std::make_unique<Impl>(std::move(socket), std::move(tls), options)));
+  connection->impl_->remote = target;
+  absl::Status status =
+      co_await RunHandshake(connection, *connection->impl_, asio::ssl::stream_base::client);
+  if (!status.ok()) {
+    co_return status;
+  }
+  co_return connection;
+}
+
+asio::awaitable<absl::Status> FramedConnection::Handshake() {
+  std::shared_ptr<FramedConnection> self = shared_from_this();
+  error_code ec;
+  impl_->stream.lowest_layer().set_option(tcp::no_delay(true), ec);
+  co_return co_await RunHandshake(self, *impl_, asio::ssl::stream_base::server);
+}
+
+void FramedConnection::Start(FrameHandler on_frame, CloseHandler on_closed) {
+  Impl& impl = *impl_;
+  impl.on_frame = std::move(on_frame);
+  impl.on_closed = std::move(on_closed);
+  impl.loops_running = 2;
+  auto executor = impl.stream.get_executor();
+  asio::co_spawn(executor, ReadLoop(shared_from_this(), impl),
+                 LogCoroutineFailure(absl::StrCat("connection reader for ", impl.remote)));
+  asio::co_spawn(executor, WriteLoop(shared_from_this(), impl),
+                 LogCoroutineFailure(absl::StrCat("connection writer for ", impl.remote)));
+}
+
+absl::Status FramedConnection::Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
+                                    const google::protobuf::MessageLite& payload) {
+  return impl_->Enqueue([&](std::string* out) {
+    return AppendFrame(type, flags, id, payload, impl_->options.max_payload_size, out);
+  });
+}
+
+absl::Status FramedConnection::SendBytes(FrameType type, std::uint16_t flags,
+                                         const CorrelationId& id,
+                                         std::span<const std::uint8_t> payload) {
+  return impl_->Enqueue([&](std::string* out) {
+    return AppendFrame(type, flags, id, payload, impl_->options.max_payload_size, out);
+  });
+}
+
+void FramedConnection::Close(absl::Status reason) {
+  Impl& impl = *impl_;
+  impl.SetReason(std::move(reason));
+  impl.closing = true;
+  if (impl.loops_running == 0) {
+    impl.CloseSocket();  // never started: nothing to flush
+    return;
+  }
+  impl.wake.cancel();
+}
+
+const tls::CertificateIdentity& FramedConnection::peer() const { return impl_->peer; }
+
+bool FramedConnection::session_resumed() const {
+  return SSL_session_reused(impl_->stream.native_handle()) == 1;
+}
+
+std::string FramedConnection::tls_version() const {
+  return SSL_get_version(impl_->stream.native_handle());
+}
+
+const tls::TlsContext& FramedConnection::tls() const { return *impl_->tls; }
+
+const std::string& FramedConnection::remote_address() const { return impl_->remote; }
+
+std::size_t FramedConnection::queued_bytes() const {
+  return impl_->pending.size() + impl_->writing.size();
+}
+
+}  // namespace stella::runtime

@@ -1,0 +1,70 @@
+// Running Asio coroutines to completion from a test, on one io_context, with a time bound: the
+// test thread pumps the loop until the result is in (no sleeps).
+#ifndef STELLA_TESTS_SUPPORT_LOOPBACK_H_
+#define STELLA_TESTS_SUPPORT_LOOPBACK_H_
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace stella::testing {
+
+// An io_context kept alive by a work guard, so that pumping it never stops it for lack of work.
+class TestLoop {
+ public:
+  TestLoop() : work_(boost::asio::make_work_guard(io_)) {}
+
+  boost::asio::io_context& io() { return io_; }
+  boost::asio::any_io_executor executor() { return io_.get_executor(); }
+
+  // Pumps the loop until `done()` or `timeout`; returns done().
+  bool PumpUntil(const std::function<bool()>& done,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      io_.run_one_for(std::chrono::milliseconds(20));
+    }
+    return done();
+  }
+
+  // Runs what is ready without blocking.
+  void Poll() { io_.poll(); }
+
+  // Starts `task` on the loop; `*out` receives its result (or the test fails on an exception).
+  template <typename T>
+  void Spawn(boost::asio::awaitable<T> task, std::optional<T>* out) {
+    boost::asio::co_spawn(io_, std::move(task), [out](std::exception_ptr error, T value) {
+      if (error) {
+        std::rethrow_exception(error);
+      }
+      out->emplace(std::move(value));
+    });
+  }
+
+  // Runs `task` to completion (at most `timeout`) and returns its result; throws on timeout.
+  template <typename T>
+  T Run(boost::asio::awaitable<T> task,
+        std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::optional<T> out;
+    Spawn(std::move(task), &out);
+    if (!PumpUntil([&] { return out.has_value(); }, timeout)) {
+      throw std::runtime_error("coroutine did not finish in time");
+    }
+    return *std::move(out);
+  }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+};
+
+}  // namespace stella::testing
+
+#endif  // STELLA_TESTS_SUPPORT_LOOPBACK_H_
