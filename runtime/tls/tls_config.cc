@@ -1,0 +1,229 @@
+#include "runtime/tls/tls_config.h"
+
+#include <filesystem>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+
+namespace stella::runtime::tls {
+namespace {
+
+constexpr std::int64_t kMaxInt32 = std::numeric_limits<std::int32_t>::max();
+
+absl::Status ReadProtocols(ConfigSection& section, CommonTlsSettings* out) {
+  std::vector<std::string> protocols;
+  STELLA_RETURN_IF_ERROR(section.Read("AllowedProtocols", &protocols));
+  if (!section.Has("AllowedProtocols")) {
+    return absl::OkStatus();
+  }
+  out->allow_tls12 = false;
+  out->allow_tls13 = false;
+  for (const std::string& protocol : protocols) {
+    const std::string lower = absl::AsciiStrToLower(protocol);
+    if (lower == "tls12") {
+      out->allow_tls12 = true;
+    } else if (lower == "tls13") {
+      out->allow_tls13 = true;
+    } else {
+      return section.Error("AllowedProtocols",
+                           absl::StrCat("\"", protocol,
+                                        "\" is not allowed: only Tls12 and Tls13 are supported "
+                                        "(TLS 1.1 and older are insecure)"));
+    }
+  }
+  if (!out->allow_tls12 && !out->allow_tls13) {
+    return section.Error("AllowedProtocols", "lists no protocol: write \"Tls12, Tls13\"");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadRevocation(ConfigSection& section, CommonTlsSettings* out) {
+  STELLA_RETURN_IF_ERROR(section.Read("CrlPaths", &out->trust.crl_paths));
+  out->trust.revocation_mode =
+      out->trust.crl_paths.empty() ? RevocationMode::kNoCheck : RevocationMode::kOffline;
+  std::string mode;
+  STELLA_RETURN_IF_ERROR(section.Read("RevocationMode", &mode));
+  if (!mode.empty()) {
+    const std::string lower = absl::AsciiStrToLower(mode);
+    if (lower == "nocheck") {
+      out->trust.revocation_mode = RevocationMode::kNoCheck;
+    } else if (lower == "offline") {
+      out->trust.revocation_mode = RevocationMode::kOffline;
+    } else if (lower == "online") {
+      out->trust.revocation_mode = RevocationMode::kOnline;
+    } else {
+      return section.Error("RevocationMode", absl::StrCat("\"", mode,
+                                                          "\" is not a revocation mode: use "
+                                                          "NoCheck, Offline or Online"));
+    }
+  }
+  if (out->trust.revocation_mode == RevocationMode::kOffline && out->trust.crl_paths.empty()) {
+    return section.Error("RevocationMode",
+                         "is Offline, but CrlPaths lists no CRL file: list the CRLs of your CAs "
+                         "or use NoCheck");
+  }
+  std::string failure_mode;
+  STELLA_RETURN_IF_ERROR(section.Read("RevocationFailureMode", &failure_mode));
+  if (!failure_mode.empty()) {
+    const std::string lower = absl::AsciiStrToLower(failure_mode);
+    if (lower == "softfail") {
+      out->revocation_failure_mode = RevocationFailureMode::kSoftFail;
+    } else if (lower == "hardfail") {
+      out->revocation_failure_mode = RevocationFailureMode::kHardFail;
+    } else {
+      return section.Error("RevocationFailureMode",
+                           absl::StrCat("\"", failure_mode, "\" is not SoftFail or HardFail"));
+    }
+  }
+  return ReadDuration(section, "CrlFetchTimeoutMs", absl::Milliseconds(1), 1, 600'000,
+                      &out->crl_fetch_timeout);
+}
+
+absl::Status ReadCommon(ConfigSection& section, CommonTlsSettings* out) {
+  STELLA_RETURN_IF_ERROR(ReadProtocols(section, out));
+  STELLA_RETURN_IF_ERROR(ReadRevocation(section, out));
+  STELLA_RETURN_IF_ERROR(ReadDuration(section, "HandshakeTimeoutSeconds", absl::Seconds(1), 1, 3600,
+                                      &out->handshake_timeout));
+  STELLA_RETURN_IF_ERROR(ReadDuration(section, "CertificateReloadDebounceMs", absl::Milliseconds(1),
+                                      0, 60'000, &out->reload_debounce));
+  return ReadDuration(section, "CertificatePollIntervalSeconds", absl::Seconds(1), 0, 86'400,
+                      &out->poll_interval);
+}
+
+// Refuses a dev switch that is on without DevMode.
+absl::Status CheckDevSwitch(ConfigSection& section, const char* key, bool value, bool dev_mode) {
+  if (value && !dev_mode) {
+    return section.Error(
+        key, absl::StrCat("is true, but DevMode is not enabled: this switch turns off "
+                          "certificate checks, so it is refused unless the file also "
+                          "sets \"DevMode: true\" at the top level (never in production)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<bool> ReadDevMode(ConfigSection& root) {
+  bool dev_mode = false;
+  STELLA_RETURN_IF_ERROR(root.Read("DevMode", &dev_mode));
+  return dev_mode;
+}
+
+absl::StatusOr<TlsServerConfig> ParseTlsServerConfig(ConfigSection& section, bool dev_mode) {
+  TlsServerConfig config;
+  STELLA_RETURN_IF_ERROR(section.Read("ListenAddress", &config.listen_address));
+  STELLA_RETURN_IF_ERROR(section.ReadInt("Port", 1, 65535, &config.port));
+  STELLA_RETURN_IF_ERROR(section.ReadInt("Backlog", 1, 65535, &config.backlog));
+  CredentialSource& cert = config.certificate;
+  STELLA_RETURN_IF_ERROR(section.Read("CertificatePath", &cert.certificate_path));
+  STELLA_RETURN_IF_ERROR(section.Read("CertificateKeyPath", &cert.key_path));
+  STELLA_RETURN_IF_ERROR(section.Read("CertificatePassword", &cert.password));
+  STELLA_RETURN_IF_ERROR(section.Read("CertificateThumbprint", &cert.thumbprint));
+  STELLA_RETURN_IF_ERROR(section.Read("CertificateStorePath", &cert.store_path));
+  STELLA_RETURN_IF_ERROR(
+      section.Read("RequireClientCertificate", &config.require_client_certificate));
+  config.tls.trust.ca_setting = "ClientCaCertificatePath";
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCaCertificatePath", &config.tls.trust.ca_path));
+  STELLA_RETURN_IF_ERROR(
+      section.Read("AllowUntrustedRootCertificates", &config.allow_untrusted_root));
+  STELLA_RETURN_IF_ERROR(
+      section.ReadInt("MaxPayloadSize", 64 * 1024, kMaxInt32, &config.max_payload_size));
+  STELLA_RETURN_IF_ERROR(ReadDuration(section, "HeartbeatIntervalMs", absl::Milliseconds(1), 100,
+                                      3'600'000, &config.heartbeat_interval));
+  STELLA_RETURN_IF_ERROR(ReadCommon(section, &config.tls));
+  STELLA_RETURN_IF_ERROR(section.Finish());
+
+  STELLA_RETURN_IF_ERROR(CheckDevSwitch(section, "AllowUntrustedRootCertificates",
+                                        config.allow_untrusted_root, dev_mode));
+  if (cert.certificate_path.empty() && cert.thumbprint.empty()) {
+    return section.Error("CertificatePath",
+                         "is required (or CertificateThumbprint with CertificateStorePath): the "
+                         "listener needs a certificate");
+  }
+  if (!cert.thumbprint.empty() && cert.store_path.empty()) {
+    return section.Error("CertificateThumbprint", "is set, but CertificateStorePath is not");
+  }
+  if (config.require_client_certificate && config.tls.trust.ca_path.empty()) {
+    return section.Error("ClientCaCertificatePath",
+                         "is required while RequireClientCertificate is true: it names the CA "
+                         "bundle that issued the clients' certificates");
+  }
+  return config;
+}
+
+absl::StatusOr<TlsClientConfig> ParseTlsClientConfig(ConfigSection& section, bool dev_mode) {
+  TlsClientConfig config;
+  STELLA_RETURN_IF_ERROR(section.Read("GatewayHost", &config.gateway_host));
+  STELLA_RETURN_IF_ERROR(section.ReadInt("GatewayPort", 1, 65535, &config.gateway_port));
+  CredentialSource& cert = config.certificate;
+  cert.certificate_setting = "ClientCertificatePath";
+  cert.key_setting = "ClientCertificateKeyPath";
+  cert.password_setting = "ClientCertificatePassword";
+  cert.thumbprint_setting = "ClientCertificateThumbprint";
+  cert.store_setting = "ClientCertificateStorePath";
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCertificatePath", &cert.certificate_path));
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCertificateKeyPath", &cert.key_path));
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCertificatePassword", &cert.password));
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCertificateThumbprint", &cert.thumbprint));
+  STELLA_RETURN_IF_ERROR(section.Read("ClientCertificateStorePath", &cert.store_path));
+  STELLA_RETURN_IF_ERROR(section.Read("ExpectedServerName", &config.expected_server_name));
+  config.tls.trust.ca_setting = "ServerCaCertificatePath";
+  STELLA_RETURN_IF_ERROR(section.Read("ServerCaCertificatePath", &config.tls.trust.ca_path));
+  STELLA_RETURN_IF_ERROR(
+      section.Read("SkipServerCertificateValidation", &config.skip_server_validation));
+  STELLA_RETURN_IF_ERROR(ReadDuration(section, "InitialReconnectDelayMs", absl::Milliseconds(1), 1,
+                                      3'600'000, &config.initial_reconnect_delay));
+  STELLA_RETURN_IF_ERROR(ReadDuration(section, "MaxReconnectDelayMs", absl::Milliseconds(1), 1,
+                                      3'600'000, &config.max_reconnect_delay));
+  STELLA_RETURN_IF_ERROR(section.Read("Region", &config.region));
+  STELLA_RETURN_IF_ERROR(section.Read("ServiceVersion", &config.service_version));
+  STELLA_RETURN_IF_ERROR(ReadCommon(section, &config.tls));
+  STELLA_RETURN_IF_ERROR(section.Finish());
+
+  STELLA_RETURN_IF_ERROR(CheckDevSwitch(section, "SkipServerCertificateValidation",
+                                        config.skip_server_validation, dev_mode));
+  if (config.gateway_host.empty()) {
+    return section.Error("GatewayHost", "is required: the host name or address of the gateway");
+  }
+  if (cert.certificate_path.empty() && cert.thumbprint.empty()) {
+    return section.Error("ClientCertificatePath",
+                         "is required (or ClientCertificateThumbprint with "
+                         "ClientCertificateStorePath): the gateway requires a client "
+                         "certificate");
+  }
+  if (config.max_reconnect_delay < config.initial_reconnect_delay) {
+    return section.Error("MaxReconnectDelayMs",
+                         "is smaller than InitialReconnectDelayMs: the backoff could not grow");
+  }
+  if (config.expected_server_name.empty()) {
+    config.expected_server_name = config.gateway_host;
+  }
+  if (config.tls.trust.ca_path.empty() && !config.skip_server_validation) {
+    config.tls.trust.ca_path = kSystemCaBundle;
+  }
+  return config;
+}
+
+TlsOptions ServerTlsOptions(const TlsServerConfig& config) {
+  TlsOptions options;
+  options.role = TlsRole::kServer;
+  options.allow_tls12 = config.tls.allow_tls12;
+  options.allow_tls13 = config.tls.allow_tls13;
+  options.require_client_certificate = config.require_client_certificate;
+  options.allow_untrusted_root = config.allow_untrusted_root;
+  return options;
+}
+
+TlsOptions ClientTlsOptions(const TlsClientConfig& config) {
+  TlsOptions options;
+  options.role = TlsRole::kClient;
+  options.allow_tls12 = config.tls.allow_tls12;
+  options.allow_tls13 = config.tls.allow_tls13;
+  options.expected_server_name = config.expected_server_name;
+  options.skip_server_validation = config.skip_server_validation;
+  return options;
+}
+
+}  // namespace stella::runtime::tls
