@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
 #include "runtime/boringssl.h"  // must come first among OpenSSL-API headers
+#include "runtime/tls/online_revocation.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
@@ -211,6 +212,41 @@ std::shared_ptr<FramedConnection> FramedConnection::FromAccepted(
 
 namespace {
 
+// RevocationMode Online: checks the peer against its CRL distribution point now that the
+// handshake is done (fetching cannot happen inside BoringSSL's synchronous verify callback).
+// A resumed session was checked when it was first made.
+asio::awaitable<absl::Status> CheckOnlineRevocation(FramedConnection::Impl& impl) {
+  tls::OnlineRevocation* online = impl.tls->online_revocation();
+  SSL* ssl = impl.stream.native_handle();
+  const tls::TlsOptions& options = impl.tls->options();
+  if (online == nullptr || SSL_session_reused(ssl) ||
+      (options.role == tls::TlsRole::kClient && options.skip_server_validation)) {
+    co_return absl::OkStatus();
+  }
+  std::vector<X509*> chain;
+  if (STACK_OF(X509)* full = SSL_get_peer_full_cert_chain(ssl)) {
+    for (size_t i = 0; i < sk_X509_num(full); ++i) {
+      chain.push_back(sk_X509_value(full, i));
+    }
+  }
+  tls::VerifyOptions verify;
+  verify.peer_usage = options.role == tls::TlsRole::kServer ? tls::CertificateUsage::kClient
+                                                            : tls::CertificateUsage::kServer;
+  verify.allow_untrusted_root =
+      options.role == tls::TlsRole::kServer && options.allow_untrusted_root;
+  std::optional<tls::VerifyFailure> failure = co_await online->Check(
+      impl.stream.get_executor(), std::move(chain), *impl.tls->trust(), verify);
+  if (!failure.has_value()) {
+    co_return absl::OkStatus();
+  }
+  impl.CloseSocket();
+  std::string label = tls::VerifyFailureReasonName(failure->reason);
+  impl.diagnostics.failure = *std::move(failure);
+  co_return Labelled(absl::StatusCode::kUnauthenticated,
+                     absl::StrCat(impl.diagnostics.failure->sentence, " (peer ", impl.remote, ")"),
+                     label);
+}
+
 asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> self,
                                            FramedConnection::Impl& impl,
                                            asio::ssl::stream_base::handshake_type type) {
@@ -251,6 +287,9 @@ asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> sel
   bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl));
   if (peer != nullptr) {
     impl.peer = tls::IdentityOf(peer.get());
+  }
+  if (absl::Status revoked = co_await CheckOnlineRevocation(impl); !revoked.ok()) {
+    co_return revoked;
   }
   if (!impl.diagnostics.relied_on_dev_switch.empty()) {
     spdlog::warn(

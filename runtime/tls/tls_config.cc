@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
+#include "runtime/tls/online_revocation.h"
 
 namespace stella::runtime::tls {
 namespace {
@@ -206,8 +207,23 @@ absl::StatusOr<TlsClientConfig> ParseTlsClientConfig(ConfigSection& section, boo
   return config;
 }
 
+namespace {
+
+std::shared_ptr<OnlineRevocation> MakeOnlineRevocation(const CommonTlsSettings& tls) {
+  if (tls.trust.revocation_mode != RevocationMode::kOnline) {
+    return nullptr;
+  }
+  OnlineRevocation::Options options;
+  options.fetch_timeout = tls.crl_fetch_timeout;
+  options.hard_fail = tls.revocation_failure_mode == RevocationFailureMode::kHardFail;
+  return std::make_shared<OnlineRevocation>(options);
+}
+
+}  // namespace
+
 TlsOptions ServerTlsOptions(const TlsServerConfig& config) {
   TlsOptions options;
+  options.online_revocation = MakeOnlineRevocation(config.tls);
   options.role = TlsRole::kServer;
   options.allow_tls12 = config.tls.allow_tls12;
   options.allow_tls13 = config.tls.allow_tls13;
@@ -218,6 +234,7 @@ TlsOptions ServerTlsOptions(const TlsServerConfig& config) {
 
 TlsOptions ClientTlsOptions(const TlsClientConfig& config) {
   TlsOptions options;
+  options.online_revocation = MakeOnlineRevocation(config.tls);
   options.role = TlsRole::kClient;
   options.allow_tls12 = config.tls.allow_tls12;
   options.allow_tls13 = config.tls.allow_tls13;

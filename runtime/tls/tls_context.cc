@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/tls/online_revocation.h"
 
 namespace stella::runtime::tls {
 namespace {
@@ -113,8 +114,13 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::Create(
             ? "RequireClientCertificate is true but no ClientCaCertificatePath trust is loaded"
             : "no ServerCaCertificatePath trust is loaded to verify the gateway with");
   }
+  TlsOptions effective = options;
+  if (trust.has_value() && trust->revocation_mode == RevocationMode::kOnline &&
+      effective.online_revocation == nullptr) {
+    effective.online_revocation = std::make_shared<OnlineRevocation>(OnlineRevocation::Options{});
+  }
   std::shared_ptr<TlsContext> context(
-      new TlsContext(options, std::move(credentials), std::move(trust), generation));
+      new TlsContext(effective, std::move(credentials), std::move(trust), generation));
   if (absl::Status status = context->Configure(); !status.ok()) {
     return status;
   }

@@ -22,6 +22,8 @@
 
 namespace stella::runtime::tls {
 
+class OnlineRevocation;
+
 // The ALPN protocol id every Stella connection negotiates.
 inline constexpr char kAlpnProtocol[] = "stella/1";
 
@@ -43,6 +45,9 @@ struct TlsOptions {
   // on one records it (HandshakeDiagnostics) so that the connection logs a warning.
   bool allow_untrusted_root = false;    // server: AllowUntrustedRootCertificates
   bool skip_server_validation = false;  // client: SkipServerCertificateValidation
+  // RevocationMode Online: the CRL cache and fetcher, shared by every snapshot of a provider so
+  // that a reload keeps the cache. Created with defaults when the trust is Online and it is null.
+  std::shared_ptr<OnlineRevocation> online_revocation;
 };
 
 // "Tls12, Tls13" — the allowed versions in the configuration's spelling.
@@ -85,6 +90,13 @@ class TlsContext {
   const TlsOptions& options() const { return options_; }
   const Credentials& credentials() const { return credentials_; }
   const TrustBundle* trust() const { return trust_ ? &*trust_ : nullptr; }
+  // Set when the trust's RevocationMode is Online: the connection checks the peer with it right
+  // after the handshake.
+  OnlineRevocation* online_revocation() const {
+    return trust_ && trust_->revocation_mode == RevocationMode::kOnline
+               ? options_.online_revocation.get()
+               : nullptr;
+  }
   // Increases with every reload; tells apart the snapshots a connection may hold.
   std::uint64_t generation() const { return generation_; }
 
