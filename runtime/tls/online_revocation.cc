@@ -139,14 +139,14 @@ std::vector<std::string> OnlineRevocation::DistributionPoints(X509* cert) {
 }
 
 int OnlineRevocation::fetch_count() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   return fetches_;
 }
 
 asio::awaitable<absl::StatusOr<std::shared_ptr<X509_CRL>>> OnlineRevocation::Get(
     asio::any_io_executor executor, std::string url) {
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     auto it = cache_.find(url);
     if (it != cache_.end() && absl::Now() < it->second.expires) {
       co_return it->second.crl;
@@ -166,7 +166,7 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<X509_CRL>>> OnlineRevocation::Get
   std::shared_ptr<X509_CRL> crl((*crls)[0].release(), X509_CRL_free);
   const absl::Time next_update = Asn1TimeToAbsl(X509_CRL_get0_nextUpdate(crl.get()));
   const absl::Time cap = absl::Now() + options_.max_cache_age;
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   cache_[url] = Cached{crl, next_update == absl::InfinitePast() ? cap : std::min(next_update, cap)};
   co_return crl;
 }

@@ -10,13 +10,13 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "runtime/boringssl.h"  // must come first: refuses OpenSSL 3 headers
 #include "runtime/tls/trust.h"
@@ -62,7 +62,7 @@ class OnlineRevocation {
       boost::asio::any_io_executor executor, std::string url);
 
   Options options_;
-  mutable absl::Mutex mutex_;
+  mutable std::mutex mutex_;
   absl::flat_hash_map<std::string, Cached> cache_ ABSL_GUARDED_BY(mutex_);
   int fetches_ ABSL_GUARDED_BY(mutex_) = 0;
 };

@@ -22,6 +22,13 @@ constexpr char kTls12Ciphers[] =
 constexpr char kCurves[] = "X25519:P-256:P-384";
 constexpr uint8_t kAlpnWire[] = {8, 's', 't', 'e', 'l', 'l', 'a', '/', '1'};
 constexpr char kSessionIdContext[] = "stella";
+// BoringSSL's default verification preferences plus Ed25519, which it leaves out by default:
+// Ed25519 certificates verify about three times faster than ECDSA P-256 ones.
+constexpr uint16_t kVerifyAlgorithms[] = {
+    SSL_SIGN_ECDSA_SECP256R1_SHA256, SSL_SIGN_RSA_PSS_RSAE_SHA256, SSL_SIGN_RSA_PKCS1_SHA256,
+    SSL_SIGN_ECDSA_SECP384R1_SHA384, SSL_SIGN_RSA_PSS_RSAE_SHA384, SSL_SIGN_RSA_PKCS1_SHA384,
+    SSL_SIGN_RSA_PSS_RSAE_SHA512,    SSL_SIGN_RSA_PKCS1_SHA512,    SSL_SIGN_ED25519,
+};
 
 int ContextIndex() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -138,7 +145,9 @@ absl::Status TlsContext::Configure() {
   if (!SSL_CTX_set_min_proto_version(ctx, min_version) ||
       !SSL_CTX_set_max_proto_version(ctx, max_version) ||
       !SSL_CTX_set_strict_cipher_list(ctx, kTls12Ciphers) ||
-      !SSL_CTX_set1_curves_list(ctx, kCurves)) {
+      !SSL_CTX_set1_curves_list(ctx, kCurves) ||
+      !SSL_CTX_set_verify_algorithm_prefs(
+          ctx, kVerifyAlgorithms, sizeof(kVerifyAlgorithms) / sizeof(kVerifyAlgorithms[0]))) {
     return SslError(absl::StatusCode::kInternal, "cannot set TLS versions, ciphers or curves");
   }
   if (!SSL_CTX_use_certificate(ctx, credentials_.chain.front().get()) ||
@@ -193,7 +202,7 @@ absl::Status TlsContext::PrepareSsl(SSL* ssl, HandshakeDiagnostics* diagnostics)
                       absl::StrCat("cannot send ", options_.expected_server_name_setting, " \"",
                                    options_.expected_server_name, "\" as the TLS server name"));
     }
-    absl::MutexLock lock(&sessions_mutex_);
+    std::lock_guard<std::mutex> lock(sessions_mutex_);
     auto it = sessions_.find(options_.expected_server_name);
     if (it != sessions_.end()) {
       SSL_set_session(ssl, it->second.get());  // takes its own reference
@@ -280,7 +289,7 @@ int TlsContext::OnNewSession(SSL* ssl, SSL_SESSION* session) {
   if (self == nullptr) {
     return 0;  // BoringSSL keeps ownership and frees it
   }
-  absl::MutexLock lock(&self->sessions_mutex_);
+  std::lock_guard<std::mutex> lock(self->sessions_mutex_);
   self->sessions_[self->options_.expected_server_name].reset(session);
   return 1;  // we took ownership
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,7 +16,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "runtime/boringssl.h"  // must come first: refuses OpenSSL 3 headers
 #include "runtime/tls/credentials.h"
 #include "runtime/tls/trust.h"
@@ -132,7 +132,7 @@ class TlsContext {
   bssl::UniquePtr<SSL_CTX> ctx_;
 
   // Client side: the latest session ticket per server name, offered on the next connection.
-  mutable absl::Mutex sessions_mutex_;
+  mutable std::mutex sessions_mutex_;
   mutable absl::flat_hash_map<std::string, bssl::UniquePtr<SSL_SESSION>> sessions_
       ABSL_GUARDED_BY(sessions_mutex_);
 };

@@ -38,6 +38,7 @@ using ::stella::testing::TestPki;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using tls::CertificateUsage;
+using tls::CertSpec;
 using tls::Credentials;
 using tls::TlsContext;
 using tls::TlsOptions;
@@ -162,6 +163,37 @@ TEST_F(FramedConnectionTest, MutualTls12Handshake) {
   ASSERT_THAT(client, IsOk());
   EXPECT_EQ((*client)->tls_version(), "TLSv1.2");
   EXPECT_EQ((*server)->peer().common_name, "greeter");
+}
+
+TEST_F(FramedConnectionTest, Ed25519CertificatesWorkEndToEnd) {
+  auto ed = [](CertSpec spec) {
+    spec.key_type = tls::KeyType::kEd25519;
+    return spec;
+  };
+  CertSpec ca_spec = testing::LeafSpec("Ed25519 CA", false, false);
+  ca_spec.is_ca = true;
+  testing::MintedCert ca = testing::MustMint(ed(ca_spec), nullptr);
+  CertSpec server_spec = testing::LeafSpec("localhost", true, false);
+  server_spec.dns_names = {"localhost"};
+  testing::MintedCert server_cert = testing::MustMint(ed(server_spec), &ca);
+  testing::MintedCert client_cert =
+      testing::MustMint(ed(testing::LeafSpec("ed-client", false, true)), &ca);
+
+  TlsOptions server_options;
+  server_options.role = TlsRole::kServer;
+  auto server_tls =
+      TlsContext::Create(server_options, Creds(server_cert, CertificateUsage::kServer), Trust(ca));
+  ASSERT_THAT(server_tls, IsOk());
+  TlsOptions client_options;
+  client_options.role = TlsRole::kClient;
+  client_options.expected_server_name = "localhost";
+  auto client_tls =
+      TlsContext::Create(client_options, Creds(client_cert, CertificateUsage::kClient), Trust(ca));
+  ASSERT_THAT(client_tls, IsOk());
+  auto [server, client] = Pair(*server_tls, *client_tls);
+  ASSERT_THAT(server, IsOk());
+  ASSERT_THAT(client, IsOk());
+  EXPECT_EQ((*server)->peer().common_name, "ed-client");
 }
 
 TEST_F(FramedConnectionTest, FramesFlowBothWaysAndCloseIsGraceful) {

@@ -7,12 +7,13 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/framed_connection.h"
@@ -40,18 +41,23 @@ using ConnectionOr = absl::StatusOr<std::shared_ptr<FramedConnection>>;
 constexpr absl::Duration kRotationBound = absl::Seconds(2);
 
 // Records reload events from the provider's thread; the test thread waits on them.
+// (std::mutex rather than absl::Mutex: Debian's Abseil is not built with TSan, which would then
+// not see the synchronisation.)
 class ReloadLog {
  public:
   void Add(const ReloadEvent& event) {
-    absl::MutexLock lock(&mutex_);
-    events_.push_back(event);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back(event);
+    }
+    added_.notify_all();
   }
   // Waits until an event satisfies `pred`; returns it, or nullopt after `timeout`.
   std::optional<ReloadEvent> WaitFor(std::function<bool(const ReloadEvent&)> pred,
                                      absl::Duration timeout = kRotationBound) {
-    absl::MutexLock lock(&mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     std::optional<ReloadEvent> found;
-    auto ready = [&]() {
+    added_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] {
       for (const ReloadEvent& e : events_) {
         if (pred(e)) {
           found = e;
@@ -59,14 +65,14 @@ class ReloadLog {
         }
       }
       return false;
-    };
-    mutex_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+    });
     return found;
   }
 
  private:
-  absl::Mutex mutex_;
-  std::vector<ReloadEvent> events_ ABSL_GUARDED_BY(mutex_);
+  std::mutex mutex_;
+  std::condition_variable added_;
+  std::vector<ReloadEvent> events_;  // guarded by mutex_
 };
 
 // Writes `content` to `path` in place: truncate, write, close (what `cp` or an editor does).
