@@ -41,16 +41,23 @@ struct Contexts {
 
 // Mints a CA, a server and a client certificate with `key_type` and builds both contexts.
 absl::StatusOr<Contexts> MakeContexts(KeyType key_type) {
-  CertSpec ca_spec{.common_name = "Bench CA", .is_ca = true, .key_type = key_type};
+  CertSpec ca_spec;
+  ca_spec.common_name = "Bench CA";
+  ca_spec.is_ca = true;
+  ca_spec.key_type = key_type;
   absl::StatusOr<MintedCert> ca = MintCertificate(ca_spec, nullptr);
   if (!ca.ok()) {
     return ca.status();
   }
-  CertSpec server_spec{.common_name = "localhost",
-                       .dns_names = {"localhost"},
-                       .server_auth = true,
-                       .key_type = key_type};
-  CertSpec client_spec{.common_name = "bench-client", .client_auth = true, .key_type = key_type};
+  CertSpec server_spec;
+  server_spec.common_name = "localhost";
+  server_spec.dns_names = {"localhost"};
+  server_spec.server_auth = true;
+  server_spec.key_type = key_type;
+  CertSpec client_spec;
+  client_spec.common_name = "bench-client";
+  client_spec.client_auth = true;
+  client_spec.key_type = key_type;
   absl::StatusOr<MintedCert> server_cert = MintCertificate(server_spec, &*ca);
   absl::StatusOr<MintedCert> client_cert = MintCertificate(client_spec, &*ca);
   if (!server_cert.ok() || !client_cert.ok()) {

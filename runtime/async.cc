@@ -12,7 +12,7 @@ std::atomic<std::uint64_t> g_coroutine_failures{0};
 
 }  // namespace
 
-void LogCoroutineFailure::operator()(std::exception_ptr error) const {
+void LogCoroutineFailure::operator()(const std::exception_ptr& error) const {
   if (!error) {
     return;
   }

@@ -15,7 +15,7 @@ namespace stella::runtime {
 class LogCoroutineFailure {
  public:
   explicit LogCoroutineFailure(std::string what) : what_(std::move(what)) {}
-  void operator()(std::exception_ptr error) const;
+  void operator()(const std::exception_ptr& error) const;
 
  private:
   std::string what_;

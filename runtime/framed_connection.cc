@@ -28,7 +28,7 @@ using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using SslStream = asio::ssl::stream<tcp::socket>;
 
-constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::size_t kReadChunk = std::size_t{16} * 1024;
 constexpr char kFailureLabelUrl[] = "type.stella.dev/failure-label";
 
 // An asio::ssl::stream over `socket` made from the snapshot's SSL_CTX. The asio context wrapper

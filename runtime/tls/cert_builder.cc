@@ -200,7 +200,7 @@ absl::StatusOr<std::string> MintCrl(const MintedCert& issuer,
         !X509_CRL_add0_revoked(crl.get(), rev.get())) {
       return Fail("cannot add a revoked certificate to the CRL");
     }
-    rev.release();  // owned by the CRL now
+    static_cast<void>(rev.release());  // owned by the CRL now
   }
   if (!X509_CRL_sort(crl.get()) ||
       !X509_CRL_sign(crl.get(), issuer.key.get(), DigestFor(issuer.key.get()))) {

@@ -39,7 +39,9 @@ int PasswordCallback(char* buf, int size, int /*rwflag*/, void* userdata) {
   if (password == nullptr || password->empty() || password->size() > static_cast<size_t>(size)) {
     return 0;
   }
-  std::memcpy(buf, password->data(), password->size());
+  // BoringSSL takes the length from the return value; the buffer needs no terminator.
+  std::memcpy(buf, password->data(),
+              password->size());  // NOLINT(bugprone-not-null-terminated-result)
   return static_cast<int>(password->size());
 }
 
@@ -53,7 +55,11 @@ absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> ParsePemKey(absl::string_view text,
                                                    " is encrypted, but ", source.password_setting,
                                                    " is empty: set it to the key's password"));
   }
-  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(text.data(), static_cast<ptrdiff_t>(text.size())));
+  bssl::UniquePtr<BIO> bio(MemoryBio(text));
+  if (bio == nullptr) {
+    return SslError(absl::StatusCode::kInvalidArgument,
+                    absl::StrCat(where, " is too large to be a private key"));
+  }
   std::string password = source.password;
   bssl::UniquePtr<EVP_PKEY> key(
       PEM_read_bio_PrivateKey(bio.get(), nullptr, PasswordCallback, &password));

@@ -129,8 +129,8 @@ absl::StatusOr<TlsServerConfig> ParseTlsServerConfig(ConfigSection& section, boo
   STELLA_RETURN_IF_ERROR(section.Read("ClientCaCertificatePath", &config.tls.trust.ca_path));
   STELLA_RETURN_IF_ERROR(
       section.Read("AllowUntrustedRootCertificates", &config.allow_untrusted_root));
-  STELLA_RETURN_IF_ERROR(
-      section.ReadInt("MaxPayloadSize", 64 * 1024, kMaxInt32, &config.max_payload_size));
+  STELLA_RETURN_IF_ERROR(section.ReadInt("MaxPayloadSize", std::int64_t{64} * 1024, kMaxInt32,
+                                         &config.max_payload_size));
   STELLA_RETURN_IF_ERROR(ReadDuration(section, "HeartbeatIntervalMs", absl::Milliseconds(1), 100,
                                       3'600'000, &config.heartbeat_interval));
   STELLA_RETURN_IF_ERROR(ReadCommon(section, &config.tls));

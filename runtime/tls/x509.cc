@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -73,6 +74,13 @@ std::string SerialHex(X509* cert) {
 }
 
 }  // namespace
+
+BIO* MemoryBio(absl::string_view bytes) {
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return nullptr;
+  }
+  return BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size()));
+}
 
 std::string NameToString(const X509_NAME* name) {
   if (name == nullptr) {
@@ -265,7 +273,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::StatusOr<std::vector<bssl::UniquePtr<X509>>> ParsePemCertificates(absl::string_view text,
                                                                         absl::string_view what) {
-  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(text.data(), static_cast<ptrdiff_t>(text.size())));
+  bssl::UniquePtr<BIO> bio(MemoryBio(text));
   if (bio == nullptr) {
     return SslError(absl::StatusCode::kInternal, "cannot allocate a memory BIO");
   }
@@ -305,7 +313,7 @@ absl::StatusOr<std::vector<bssl::UniquePtr<X509_CRL>>> ParseCrls(absl::string_vi
     crls.push_back(std::move(crl));
     return crls;
   }
-  bssl::UniquePtr<BIO> bio(BIO_new_mem_buf(text.data(), static_cast<ptrdiff_t>(text.size())));
+  bssl::UniquePtr<BIO> bio(MemoryBio(text));
   if (bio == nullptr) {
     return SslError(absl::StatusCode::kInternal, "cannot allocate a memory BIO");
   }

@@ -73,6 +73,10 @@ bool HasSslError(const std::vector<uint32_t>& errors, int lib, int reason);
 absl::Status SslErrorFrom(absl::StatusCode code, absl::string_view message,
                           const std::vector<uint32_t>& errors);
 
+// A read-only memory BIO over `bytes` (which must outlive it); null if too large or out of
+// memory.
+BIO* MemoryBio(absl::string_view bytes);
+
 // Reads a whole file. NOT_FOUND / PERMISSION_DENIED / INTERNAL with the path in the message.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

@@ -40,7 +40,7 @@ class TestLoop {
   // Starts `task` on the loop; `*out` receives its result (or the test fails on an exception).
   template <typename T>
   void Spawn(boost::asio::awaitable<T> task, std::optional<T>* out) {
-    boost::asio::co_spawn(io_, std::move(task), [out](std::exception_ptr error, T value) {
+    boost::asio::co_spawn(io_, std::move(task), [out](const std::exception_ptr& error, T value) {
       if (error) {
         std::rethrow_exception(error);
       }

@@ -155,15 +155,16 @@ class CertificateProviderTest : public ::testing::Test {
                                                 std::shared_ptr<const TlsContext> client_tls) {
     std::optional<ConnectionOr> server;
     loop_.Spawn(AcceptOne(provider), &server);
-    ConnectionOr client = loop_.Run(FramedConnection::Connect(
-        loop_.executor(), "127.0.0.1", acceptor_.local_endpoint().port(), client_tls, {}));
+    ConnectionOr client = loop_.Run(FramedConnection::Connect(loop_.executor(), "127.0.0.1",
+                                                              acceptor_.local_endpoint().port(),
+                                                              std::move(client_tls), {}));
     EXPECT_TRUE(loop_.PumpUntil([&] { return server.has_value(); }));
     return {*std::move(server), std::move(client)};
   }
 
   // Starts an echo on `server` and a receiver on `client`; returns the client's receive count.
-  std::shared_ptr<int> StartEcho(std::shared_ptr<FramedConnection> server,
-                                 std::shared_ptr<FramedConnection> client) {
+  static std::shared_ptr<int> StartEcho(const std::shared_ptr<FramedConnection>& server,
+                                        const std::shared_ptr<FramedConnection>& client) {
     server->Start(
         [server](const FrameView& frame) {
           (void)server->SendBytes(FrameType::kResponse, kFlagFinal, frame.header.correlation_id,

@@ -118,6 +118,13 @@ asio::awaitable<absl::Status> AcceptAndHandshake(tcp::acceptor* acceptor,
   co_return co_await connection->Handshake();
 }
 
+OnlineRevocation::Options HardFail(absl::Duration timeout = absl::Seconds(5)) {
+  OnlineRevocation::Options options;
+  options.hard_fail = true;
+  options.fetch_timeout = timeout;
+  return options;
+}
+
 class OnlineRevocationTest : public ::testing::Test {
  protected:
   OnlineRevocationTest() : server_(loop_.io()) {
@@ -183,7 +190,7 @@ TEST_F(OnlineRevocationTest, UnreachableCrlSoftFailAccepts) {
 }
 
 TEST_F(OnlineRevocationTest, UnreachableCrlHardFailRefuses) {
-  OnlineRevocation online({.hard_fail = true});
+  OnlineRevocation online(HardFail());
   std::optional<VerifyFailure> failure =
       Check(online, WithCrlUrl("a", server_.Url("/missing.crl")));
   ASSERT_TRUE(failure.has_value());
@@ -199,14 +206,14 @@ TEST_F(OnlineRevocationTest, UnreachableCrlHardFailRefuses) {
 }
 
 TEST_F(OnlineRevocationTest, StalledServerTimesOut) {
-  OnlineRevocation online({.fetch_timeout = absl::Milliseconds(200), .hard_fail = true});
+  OnlineRevocation online(HardFail(absl::Milliseconds(200)));
   std::optional<VerifyFailure> failure = Check(online, WithCrlUrl("s", server_.Url("/stall")));
   ASSERT_TRUE(failure.has_value());
   EXPECT_THAT(failure->sentence, HasSubstr("no answer within CrlFetchTimeoutMs=200"));
 }
 
 TEST_F(OnlineRevocationTest, HttpsDistributionPointIsExplained) {
-  OnlineRevocation online({.hard_fail = true});
+  OnlineRevocation online(HardFail());
   std::optional<VerifyFailure> failure =
       Check(online, WithCrlUrl("h", "https://127.0.0.1:1/root.crl"));
   ASSERT_TRUE(failure.has_value());
