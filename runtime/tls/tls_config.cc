@@ -219,25 +219,27 @@ std::shared_ptr<OnlineRevocation> MakeOnlineRevocation(const CommonTlsSettings& 
   return std::make_shared<OnlineRevocation>(options);
 }
 
+// The options both roles take from their CommonTlsSettings.
+TlsOptions CommonOptions(TlsRole role, const CommonTlsSettings& tls) {
+  TlsOptions options;
+  options.role = role;
+  options.allow_tls12 = tls.allow_tls12;
+  options.allow_tls13 = tls.allow_tls13;
+  options.online_revocation = MakeOnlineRevocation(tls);
+  return options;
+}
+
 }  // namespace
 
 TlsOptions ServerTlsOptions(const TlsServerConfig& config) {
-  TlsOptions options;
-  options.online_revocation = MakeOnlineRevocation(config.tls);
-  options.role = TlsRole::kServer;
-  options.allow_tls12 = config.tls.allow_tls12;
-  options.allow_tls13 = config.tls.allow_tls13;
+  TlsOptions options = CommonOptions(TlsRole::kServer, config.tls);
   options.require_client_certificate = config.require_client_certificate;
   options.allow_untrusted_root = config.allow_untrusted_root;
   return options;
 }
 
 TlsOptions ClientTlsOptions(const TlsClientConfig& config) {
-  TlsOptions options;
-  options.online_revocation = MakeOnlineRevocation(config.tls);
-  options.role = TlsRole::kClient;
-  options.allow_tls12 = config.tls.allow_tls12;
-  options.allow_tls13 = config.tls.allow_tls13;
+  TlsOptions options = CommonOptions(TlsRole::kClient, config.tls);
   options.expected_server_name = config.expected_server_name;
   options.skip_server_validation = config.skip_server_validation;
   return options;

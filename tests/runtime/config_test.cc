@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/tls/tls_config.h"
@@ -36,8 +37,12 @@ ConfigFile MustParse(const std::string& text, EnvLookup env = FakeEnv({})) {
   return *std::move(file);
 }
 
-absl::StatusOr<tls::TlsServerConfig> Server(const std::string& text, EnvLookup env = FakeEnv({})) {
-  absl::StatusOr<ConfigFile> file = ConfigFile::Parse(text, "gateway.yaml", std::move(env));
+// Parses `text` as file `file_name` and hands its section `name` to `parse` with the file's
+// DevMode.
+template <typename Config, typename Parse>
+absl::StatusOr<Config> ParseSection(const std::string& text, const std::string& file_name,
+                                    const char* name, Parse parse, EnvLookup env) {
+  absl::StatusOr<ConfigFile> file = ConfigFile::Parse(text, file_name, std::move(env));
   if (!file.ok()) {
     return file.status();
   }
@@ -45,27 +50,24 @@ absl::StatusOr<tls::TlsServerConfig> Server(const std::string& text, EnvLookup e
   if (!dev.ok()) {
     return dev.status();
   }
-  absl::StatusOr<std::optional<ConfigSection>> section = file->root().Section("TlsTransport");
+  absl::StatusOr<std::optional<ConfigSection>> section = file->root().Section(name);
   if (!section.ok()) {
     return section.status();
   }
-  return ParseTlsServerConfig(**section, *dev);
+  if (!section->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no ", name, " section"));
+  }
+  return parse(**section, *dev);
+}
+
+absl::StatusOr<tls::TlsServerConfig> Server(const std::string& text, EnvLookup env = FakeEnv({})) {
+  return ParseSection<tls::TlsServerConfig>(text, "gateway.yaml", "TlsTransport",
+                                            ParseTlsServerConfig, std::move(env));
 }
 
 absl::StatusOr<tls::TlsClientConfig> Client(const std::string& text, EnvLookup env = FakeEnv({})) {
-  absl::StatusOr<ConfigFile> file = ConfigFile::Parse(text, "service.yaml", std::move(env));
-  if (!file.ok()) {
-    return file.status();
-  }
-  absl::StatusOr<bool> dev = tls::ReadDevMode(file->root());
-  if (!dev.ok()) {
-    return dev.status();
-  }
-  absl::StatusOr<std::optional<ConfigSection>> section = file->root().Section("TlsClient");
-  if (!section.ok()) {
-    return section.status();
-  }
-  return ParseTlsClientConfig(**section, *dev);
+  return ParseSection<tls::TlsClientConfig>(text, "service.yaml", "TlsClient", ParseTlsClientConfig,
+                                            std::move(env));
 }
 
 TEST(EnvironmentTest, ExpandsVariablesAndDefaults) {
