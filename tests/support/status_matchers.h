@@ -30,6 +30,13 @@ MATCHER_P2(StatusIs, code, message_matcher,
                                        result_listener);
 }
 
+// Matches a Status or StatusOr whose code equals `code`, whatever its message.
+MATCHER_P(StatusIs, code, "has status code " + absl::StatusCodeToString(code)) {
+  const absl::Status& status = GetStatus(arg);
+  *result_listener << "whose status is " << status;
+  return status.code() == code;
+}
+
 // Matches an OK Status or StatusOr.
 MATCHER(IsOk, "is OK") {
   const absl::Status& status = GetStatus(arg);
