@@ -33,7 +33,7 @@ std::pair<absl::string_view, absl::string_view> FirstLabel(absl::string_view nam
 }  // namespace
 
 absl::StatusOr<IdentityPattern> IdentityPattern::Parse(absl::string_view text) {
-  Kind kind;
+  Kind kind = Kind::kUri;
   absl::string_view value;
   if (absl::StartsWithIgnoreCase(text, "uri:")) {
     kind = Kind::kUri;

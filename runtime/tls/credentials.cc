@@ -40,8 +40,8 @@ int PasswordCallback(char* buf, int size, int /*rwflag*/, void* userdata) {
     return 0;
   }
   // BoringSSL takes the length from the return value; the buffer needs no terminator.
-  std::memcpy(buf, password->data(),
-              password->size());  // NOLINT(bugprone-not-null-terminated-result)
+  // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
+  std::memcpy(buf, password->data(), password->size());
   return static_cast<int>(password->size());
 }
 

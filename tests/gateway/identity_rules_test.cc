@@ -13,7 +13,7 @@ using ::stella::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-CertificateIdentity Identity(std::string cn, std::vector<std::string> dns,
+CertificateIdentity Identity(const std::string& cn, std::vector<std::string> dns,
                              std::vector<std::string> uris) {
   CertificateIdentity id;
   id.common_name = cn;

@@ -18,7 +18,7 @@ namespace v1 = ::stella::router::v1;
 constexpr char kSayHello[] = "greeter.v1.Greeter/SayHello";
 
 std::shared_ptr<Instance> MakeInstance(std::uint64_t id, std::string region,
-                                       std::vector<std::string> methods = {kSayHello},
+                                       const std::vector<std::string>& methods = {kSayHello},
                                        std::string service = "greeter") {
   auto instance = std::make_shared<Instance>();
   instance->connection_id = id;
@@ -154,6 +154,7 @@ TEST(RoutingTableTest, ConcurrentReadersAndWriter) {
   ASSERT_THAT(table.Add(MakeInstance(1, "")), IsOk());
   std::atomic<bool> stop{false};
   std::vector<std::thread> readers;
+  readers.reserve(2);
   std::atomic<int> picks{0};
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&table, &stop, &picks] {

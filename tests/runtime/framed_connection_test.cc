@@ -107,9 +107,9 @@ class FramedConnectionTest : public ::testing::Test {
                                              ConnectionOptions server_options = {},
                                              ConnectionOptions client_options = {}) {
     std::optional<ConnectionOr> server;
-    loop_.Spawn(AcceptOne(server_tls, server_options), &server);
-    ConnectionOr client = loop_.Run(FramedConnection::Connect(loop_.executor(), "127.0.0.1", port_,
-                                                              client_tls, client_options));
+    loop_.Spawn(AcceptOne(std::move(server_tls), server_options), &server);
+    ConnectionOr client = loop_.Run(FramedConnection::Connect(
+        loop_.executor(), "127.0.0.1", port_, std::move(client_tls), client_options));
     EXPECT_TRUE(loop_.PumpUntil([&] { return server.has_value(); }));
     return {*std::move(server), std::move(client)};
   }

@@ -24,7 +24,7 @@ TempDir::~TempDir() {
 std::string TempDir::Path(const std::string& name) const { return path_ + "/" + name; }
 
 std::string TempDir::Write(const std::string& name, const std::string& content) const {
-  const std::string path = Path(name);
+  std::string path = Path(name);
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << content;

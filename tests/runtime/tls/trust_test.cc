@@ -34,8 +34,8 @@ class TrustTest : public ::testing::Test {
   }
 
   static std::variant<VerifyResult, VerifyFailure> Verify(const TrustBundle& trust,
-                                                          std::vector<X509*> chain,
-                                                          VerifyOptions options = {}) {
+                                                          const std::vector<X509*>& chain,
+                                                          const VerifyOptions& options = {}) {
     return VerifyPeerChain(chain, trust, options);
   }
 
