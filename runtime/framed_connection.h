@@ -73,7 +73,9 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // gets only the TLS alert, the sentence is for this side's log.
   boost::asio::awaitable<absl::Status> Handshake();
 
-  // Starts the reader and writer. Call once, after a successful handshake.
+  // Starts the reader and writer. Call once, after a successful handshake. The connection holds
+  // the handlers until it has closed, so a handler must refer to the connection (or to anything
+  // that owns it) weakly; otherwise the two keep each other alive if the io_context stops first.
   void Start(FrameHandler on_frame, CloseHandler on_closed);
 
   // Queues a frame. RESOURCE_EXHAUSTED when the payload is over max_payload_size or the writer

@@ -205,10 +205,10 @@ TEST_F(FramedConnectionTest, FramesFlowBothWaysAndCloseIsGraceful) {
   std::shared_ptr<FramedConnection> server_conn = *server;
   // The server echoes every REQUEST as a RESPONSE with the same payload.
   server_conn->Start(
-      [&at_server, server_conn](const FrameView& frame) {
+      [&at_server, raw = server_conn.get()](const FrameView& frame) {
         at_server.types.push_back(frame.header.type);
-        EXPECT_THAT(server_conn->SendBytes(FrameType::kResponse, kFlagFinal,
-                                           frame.header.correlation_id, frame.payload),
+        EXPECT_THAT(raw->SendBytes(FrameType::kResponse, kFlagFinal, frame.header.correlation_id,
+                                   frame.payload),
                     IsOk());
       },
       at_server.OnClosed());

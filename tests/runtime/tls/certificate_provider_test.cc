@@ -165,10 +165,13 @@ class CertificateProviderTest : public ::testing::Test {
   // Starts an echo on `server` and a receiver on `client`; returns the client's receive count.
   static std::shared_ptr<int> StartEcho(const std::shared_ptr<FramedConnection>& server,
                                         const std::shared_ptr<FramedConnection>& client) {
+    // The handler holds the connection weakly: a strong reference would keep it alive forever.
     server->Start(
-        [server](const FrameView& frame) {
-          (void)server->SendBytes(FrameType::kResponse, kFlagFinal, frame.header.correlation_id,
+        [weak = std::weak_ptr<FramedConnection>(server)](const FrameView& frame) {
+          if (auto self = weak.lock()) {
+            (void)self->SendBytes(FrameType::kResponse, kFlagFinal, frame.header.correlation_id,
                                   frame.payload);
+          }
         },
         [](const absl::Status&) {});
     auto received = std::make_shared<int>(0);

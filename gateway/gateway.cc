@@ -1,0 +1,943 @@
+#include "gateway/gateway.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/async.h"
+#include "runtime/framed_connection.h"
+#include "spdlog/spdlog.h"
+#include "stella/router/v1/frames.pb.h"
+
+namespace stella::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace v1 = ::stella::router::v1;
+using tcp = asio::ip::tcp;
+using runtime::CorrelationId;
+using runtime::FramedConnection;
+using runtime::FrameType;
+using runtime::FrameView;
+
+// Heartbeats missed before a peer is declared dead.
+constexpr int kMissedHeartbeats = 3;
+// Metadata keys beginning with this are the gateway's to set; a caller's are dropped.
+constexpr char kReservedPrefix[] = "stella-";
+constexpr char kCallerIdentityKey[] = "stella-caller-identity";
+
+struct CorrelationIdHash {
+  std::size_t operator()(const CorrelationId& id) const {
+    std::uint64_t a = 0;
+    std::uint64_t b = 0;
+    std::memcpy(&a, id.data(), 8);
+    std::memcpy(&b, id.data() + 8, 8);
+    return absl::Hash<std::pair<std::uint64_t, std::uint64_t>>()({a, b});
+  }
+};
+
+// The gateway's own stream ids on a service connection: a counter in the last 8 bytes.
+CorrelationId IdFromCounter(std::uint64_t n) {
+  CorrelationId id{};
+  for (int i = 0; i < 8; ++i) {
+    id[15 - i] = static_cast<std::uint8_t>(n >> (8 * i));
+  }
+  return id;
+}
+
+// The counter of an id made by IdFromCounter; 0 for any other id.
+std::uint64_t CounterFromId(const CorrelationId& id) {
+  for (int i = 0; i < 8; ++i) {
+    if (id[i] != 0) {
+      return 0;
+    }
+  }
+  std::uint64_t n = 0;
+  for (int i = 8; i < 16; ++i) {
+    n = (n << 8) | id[i];
+  }
+  return n;
+}
+
+bool IsConnectionLevelType(FrameType type) {
+  return type == FrameType::kHello || type == FrameType::kHelloAck ||
+         type == FrameType::kHeartbeat || type == FrameType::kGoaway;
+}
+
+}  // namespace
+
+class ServiceSession;
+class CallerSession;
+
+struct Gateway::State {
+  State(asio::io_context& io_in, GatewayOptions options_in)
+      : io(io_in),
+        options(std::move(options_in)),
+        service_acceptor(io_in),
+        caller_acceptor(io_in),
+        reader(routes) {}
+
+  runtime::ConnectionOptions ConnectionOptionsFor(const runtime::tls::TlsServerConfig& tls) const {
+    runtime::ConnectionOptions connection;
+    connection.handshake_timeout = tls.tls.handshake_timeout;
+    connection.max_payload_size = tls.max_payload_size;
+    connection.max_queued_bytes = options.config.limits.max_queued_bytes_per_connection;
+    return connection;
+  }
+
+  asio::io_context& io;
+  GatewayOptions options;
+  tcp::acceptor service_acceptor;
+  tcp::acceptor caller_acceptor;
+  RoutingTable routes;
+  RoutingReader reader;  // the gateway runs on one thread, so one reader serves all sessions
+  std::uint64_t next_connection_id = 1;
+  bool stopping = false;
+  absl::flat_hash_map<std::uint64_t, std::weak_ptr<ServiceSession>> services;
+  absl::flat_hash_map<std::uint64_t, std::weak_ptr<CallerSession>> callers;
+};
+
+using State = Gateway::State;
+
+// What both kinds of session share: the connection, the HELLO deadline, heartbeats.
+class Session {
+ public:
+  Session(std::shared_ptr<State> state, std::shared_ptr<FramedConnection> connection,
+          std::uint64_t id, absl::Duration hello_timeout, absl::Duration heartbeat_interval)
+      : state_(std::move(state)),
+        connection_(std::move(connection)),
+        id_(id),
+        hello_timeout_(hello_timeout),
+        heartbeat_interval_(heartbeat_interval),
+        hello_timer_(state_->io),
+        heartbeat_timer_(state_->io),
+        last_received_(absl::Now()) {}
+  virtual ~Session() = default;
+
+  FramedConnection& connection() { return *connection_; }
+  std::uint64_t id() const { return id_; }
+
+  // Tells the peer why and closes (a protocol violation or a refused HELLO).
+  void GoAway(absl::StatusCode code, const std::string& reason) {
+    v1::Goaway goaway;
+    goaway.set_code(static_cast<int>(code));
+    goaway.set_reason(reason);
+    (void)connection_->Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
+    spdlog::warn("closing connection {} with {} ({}): {}", id_, connection_->remote_address(),
+                 PeerName(), reason);
+    connection_->Close(absl::Status(code, reason));
+  }
+
+  std::string PeerName() const { return IdentityName(connection_->peer()); }
+
+ protected:
+  // Validates the frame's shape common to both roles and handles HELLO ordering, heartbeats and
+  // GOAWAY. Returns true if the frame is for the subclass to handle.
+  bool Screen(const FrameView& frame) {
+    last_received_ = absl::Now();
+    const bool connection_level = runtime::IsConnectionLevel(frame.header.correlation_id);
+    if (IsConnectionLevelType(frame.header.type) != connection_level) {
+      GoAway(absl::StatusCode::kInvalidArgument,
+             absl::StrCat(
+                 runtime::FrameTypeName(frame.header.type), " frame with ",
+                 connection_level ? "an all-zero" : "a non-zero", " correlation id; ",
+                 runtime::FrameTypeName(frame.header.type),
+                 connection_level ? " frames belong to a stream" : " frames are connection-level"));
+      return false;
+    }
+    if (!hello_done_) {
+      if (frame.header.type != FrameType::kHello) {
+        GoAway(absl::StatusCode::kInvalidArgument,
+               absl::StrCat("expected HELLO as the first frame, got ",
+                            runtime::FrameTypeName(frame.header.type)));
+        return false;
+      }
+      v1::Hello hello;
+      if (!hello.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+        GoAway(absl::StatusCode::kInvalidArgument, "HELLO payload is not a valid Hello message");
+        return false;
+      }
+      hello_timer_.cancel();
+      hello_done_ = true;
+      OnHello(hello);
+      return false;
+    }
+    switch (frame.header.type) {
+      case FrameType::kHello:
+        GoAway(absl::StatusCode::kInvalidArgument, "a second HELLO on one connection");
+        return false;
+      case FrameType::kHelloAck:
+        GoAway(absl::StatusCode::kInvalidArgument, "HELLO_ACK is the gateway's to send");
+        return false;
+      case FrameType::kHeartbeat: {
+        v1::Heartbeat heartbeat;
+        if (!heartbeat.ParseFromArray(frame.payload.data(),
+                                      static_cast<int>(frame.payload.size()))) {
+          GoAway(absl::StatusCode::kInvalidArgument, "HEARTBEAT payload does not parse");
+          return false;
+        }
+        if (!heartbeat.ack()) {
+          heartbeat.set_ack(true);
+          (void)connection_->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
+        }
+        return false;
+      }
+      case FrameType::kGoaway:
+        OnPeerGoaway();
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  // Arms the HELLO deadline; called when the session starts.
+  void StartHelloTimer(const std::weak_ptr<Session>& weak) {
+    hello_timer_.expires_after(absl::ToChronoMilliseconds(hello_timeout_));
+    hello_timer_.async_wait([weak](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (ec || self == nullptr || self->hello_done_) {
+        return;
+      }
+      self->GoAway(absl::StatusCode::kDeadlineExceeded,
+                   absl::StrCat("no HELLO within HandshakeTimeoutSeconds=",
+                                absl::ToInt64Seconds(self->hello_timeout_)));
+    });
+  }
+
+  // Sends a heartbeat every interval and closes a peer silent for kMissedHeartbeats intervals.
+  void StartHeartbeats(const std::weak_ptr<Session>& weak) {
+    heartbeat_timer_.expires_after(absl::ToChronoMilliseconds(heartbeat_interval_));
+    heartbeat_timer_.async_wait([weak](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (ec || self == nullptr || self->closed_) {
+        return;
+      }
+      const absl::Duration silent = absl::Now() - self->last_received_;
+      if (silent > kMissedHeartbeats * self->heartbeat_interval_) {
+        self->OnSilent();
+        self->connection_->Close(absl::UnavailableError(
+            absl::StrCat("no frame from ", self->PeerName(), " for ", absl::FormatDuration(silent),
+                         " (", kMissedHeartbeats, " heartbeat intervals)")));
+        return;
+      }
+      v1::Heartbeat heartbeat;
+      heartbeat.set_sequence(++self->heartbeat_sequence_);
+      heartbeat.set_send_time_unix_us(absl::ToUnixMicros(absl::Now()));
+      (void)self->connection_->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
+      self->StartHeartbeats(weak);
+    });
+  }
+
+  void StopTimers() {
+    closed_ = true;
+    hello_timer_.cancel();
+    heartbeat_timer_.cancel();
+  }
+
+  virtual void OnHello(const v1::Hello& hello) = 0;
+  virtual void OnPeerGoaway() {}
+  virtual void OnSilent() {}
+
+  // Sends HELLO_ACK accepting the peer.
+  void Accept() {
+    const auto& tls = state_->options.config.services;
+    v1::HelloAck ack;
+    ack.set_accepted(true);
+    ack.set_heartbeat_interval_ms(
+        static_cast<std::uint32_t>(absl::ToInt64Milliseconds(heartbeat_interval_)));
+    ack.set_max_payload_size(tls.max_payload_size);
+    ack.set_initial_stream_window(state_->options.config.limits.stream_window_bytes);
+    ack.set_max_concurrent_streams(MaxStreams());
+    ack.set_gateway_id(state_->options.config.gateway_id);
+    (void)connection_->Send(FrameType::kHelloAck, 0, CorrelationId{}, ack);
+  }
+
+  // Sends HELLO_ACK refusing the peer, and closes.
+  void Refuse(const absl::Status& why) {
+    v1::HelloAck ack;
+    ack.set_accepted(false);
+    ack.set_code(static_cast<int>(why.code()));
+    ack.set_reason(std::string(why.message()));
+    ack.set_gateway_id(state_->options.config.gateway_id);
+    (void)connection_->Send(FrameType::kHelloAck, 0, CorrelationId{}, ack);
+    spdlog::warn("refused HELLO on connection {} from {} ({}): {}", id_,
+                 connection_->remote_address(), PeerName(), std::string(why.message()));
+    connection_->Close(why);
+  }
+
+  virtual std::uint32_t MaxStreams() const = 0;
+
+  std::shared_ptr<State> state_;
+  std::shared_ptr<FramedConnection> connection_;
+  std::uint64_t id_;
+  absl::Duration hello_timeout_;
+  absl::Duration heartbeat_interval_;
+  asio::steady_timer hello_timer_;
+  asio::steady_timer heartbeat_timer_;
+  absl::Time last_received_;
+  std::uint64_t heartbeat_sequence_ = 0;
+  bool hello_done_ = false;
+  bool closed_ = false;
+};
+
+// The gateway's side of one caller connection: the calls it opened, each bound to a service
+// stream.
+class CallerSession : public Session, public std::enable_shared_from_this<CallerSession> {
+ public:
+  using Session::Session;
+
+  void Start() {
+    StartHelloTimer(shared_from_this());
+    std::weak_ptr<CallerSession> weak = shared_from_this();
+    connection_->Start(
+        [weak](const FrameView& frame) {
+          if (auto self = weak.lock()) {
+            self->OnFrame(frame);
+          }
+        },
+        [self = shared_from_this()](const absl::Status& reason) { self->OnClosed(reason); });
+  }
+
+  // A frame of the response stream for the caller's call `caller_id`, forwarded as it came.
+  void DeliverResponse(const CorrelationId& caller_id, std::span<const std::uint8_t> payload,
+                       std::uint16_t flags) {
+    auto it = calls_.find(caller_id);
+    if (it == calls_.end()) {
+      return;  // the caller cancelled or timed out; the frame was in flight
+    }
+    if (absl::Status sent = connection_->SendBytes(FrameType::kResponse, flags, caller_id, payload);
+        !sent.ok()) {
+      // The caller does not read fast enough to take its responses: end the call, not the
+      // gateway's memory.
+      FailCall(caller_id, absl::ResourceExhaustedError(sent.message()), /*cancel_service=*/true);
+      return;
+    }
+    if (flags & runtime::kFlagFinal) {
+      EndCall(it);
+    }
+  }
+
+  // A WINDOW_UPDATE from the service for `caller_id`.
+  void DeliverWindowUpdate(const CorrelationId& caller_id, std::span<const std::uint8_t> payload) {
+    if (calls_.contains(caller_id)) {
+      (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, caller_id, payload);
+    }
+  }
+
+  // Ends `caller_id` with `status` (a final RESPONSE with ERROR); optionally cancels the
+  // service side.
+  void FailCall(const CorrelationId& caller_id, const absl::Status& status, bool cancel_service);
+
+ private:
+  struct Call {
+    std::weak_ptr<ServiceSession> service;
+    std::shared_ptr<Instance> instance;
+    CorrelationId service_id{};
+    std::unique_ptr<asio::steady_timer> deadline;
+    bool request_done = false;
+  };
+  using Calls = absl::flat_hash_map<CorrelationId, Call, CorrelationIdHash>;
+
+  void OnHello(const v1::Hello& hello) override {
+    if (hello.role() != v1::ROLE_CALLER) {
+      Refuse(absl::PermissionDeniedError(absl::StrCat("this is the caller listener; a ",
+                                                      v1::Role_Name(hello.role()),
+                                                      " HELLO belongs on the service listener")));
+      return;
+    }
+    region_ = hello.metadata().contains("region") ? hello.metadata().at("region") : "";
+    Accept();
+    StartHeartbeats(shared_from_this());
+    spdlog::info("caller {} ({}) connected on connection {}{}", PeerName(),
+                 connection_->remote_address(), id_,
+                 region_.empty() ? "" : absl::StrCat(" in region ", region_));
+  }
+
+  std::uint32_t MaxStreams() const override {
+    return state_->options.config.limits.max_in_flight_per_caller_connection;
+  }
+
+  void OnFrame(const FrameView& frame) {
+    if (!Screen(frame)) {
+      return;
+    }
+    const CorrelationId& id = frame.header.correlation_id;
+    switch (frame.header.type) {
+      case FrameType::kRequest:
+        OnRequest(frame);
+        return;
+      case FrameType::kCancel: {
+        auto it = calls_.find(id);
+        if (it != calls_.end()) {
+          v1::Cancel cancel;
+          (void)cancel.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()));
+          CancelService(it->second, absl::CancelledError(cancel.reason().empty()
+                                                             ? "the caller cancelled the call"
+                                                             : cancel.reason()));
+          EndCall(it);
+        }
+        return;
+      }
+      case FrameType::kWindowUpdate:
+        ForwardWindowUpdate(id, frame.payload);
+        return;
+      default:
+        GoAway(absl::StatusCode::kInvalidArgument,
+               absl::StrCat("a caller may not send ", runtime::FrameTypeName(frame.header.type),
+                            " frames"));
+    }
+  }
+
+  void OnRequest(const FrameView& frame);
+  void ForwardWindowUpdate(const CorrelationId& id, std::span<const std::uint8_t> payload);
+  void CancelService(Call& call, const absl::Status& why);
+
+  void EndCall(Calls::iterator it) {
+    if (it->second.deadline) {
+      it->second.deadline->cancel();
+    }
+    if (it->second.instance) {
+      it->second.instance->outstanding.fetch_sub(1, std::memory_order_relaxed);
+    }
+    calls_.erase(it);
+  }
+
+  // Answers a call that never reached a service with a final error RESPONSE.
+  void Answer(const CorrelationId& id, const absl::Status& status) {
+    v1::Response response;
+    response.set_code(static_cast<int>(status.code()));
+    response.set_message(std::string(status.message()));
+    (void)connection_->Send(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError, id,
+                            response);
+  }
+
+  void OnClosed(const absl::Status& reason) {
+    StopTimers();
+    for (auto& [id, call] : calls_) {
+      CancelService(call, absl::CancelledError("the caller disconnected"));
+      if (call.deadline) {
+        call.deadline->cancel();
+      }
+      if (call.instance) {
+        call.instance->outstanding.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+    calls_.clear();
+    state_->callers.erase(id_);
+    spdlog::info("caller connection {} ({}) closed: {}", id_, PeerName(),
+                 reason.ok() ? std::string("gateway shutdown") : std::string(reason.message()));
+  }
+
+  std::string region_;
+  Calls calls_;
+};
+
+// The gateway's side of one service connection: its registration and the streams the gateway
+// opened on it.
+class ServiceSession : public Session, public std::enable_shared_from_this<ServiceSession> {
+ public:
+  using Session::Session;
+
+  void Start() {
+    StartHelloTimer(shared_from_this());
+    std::weak_ptr<ServiceSession> weak = shared_from_this();
+    connection_->Start(
+        [weak](const FrameView& frame) {
+          if (auto self = weak.lock()) {
+            self->OnFrame(frame);
+          }
+        },
+        [self = shared_from_this()](const absl::Status& reason) { self->OnClosed(reason); });
+  }
+
+  // Opens a stream for a caller's call and sends its first REQUEST frame. Returns the stream's
+  // id on this connection.
+  absl::StatusOr<CorrelationId> OpenStream(std::weak_ptr<CallerSession> caller,
+                                           const CorrelationId& caller_id,
+                                           const v1::Request& request, std::uint16_t flags) {
+    const CorrelationId id = IdFromCounter(next_stream_++);
+    if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, id, request);
+        !sent.ok()) {
+      return sent;
+    }
+    streams_[id] = Stream{std::move(caller), caller_id};
+    return id;
+  }
+
+  // Forwards a later frame of a caller's request stream.
+  absl::Status ForwardRequest(const CorrelationId& id, std::span<const std::uint8_t> payload,
+                              std::uint16_t flags) {
+    if (!streams_.contains(id)) {
+      return absl::UnavailableError("the service already ended the call");
+    }
+    return connection_->SendBytes(FrameType::kRequest, flags, id, payload);
+  }
+
+  void ForwardWindowUpdate(const CorrelationId& id, std::span<const std::uint8_t> payload) {
+    if (streams_.contains(id)) {
+      (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, id, payload);
+    }
+  }
+
+  // The caller is gone or out of time: tell the service to stop.
+  void Cancel(const CorrelationId& id, const absl::Status& why) {
+    if (streams_.erase(id) == 0) {
+      return;
+    }
+    v1::Cancel cancel;
+    cancel.set_code(static_cast<int>(why.code()));
+    cancel.set_reason(std::string(why.message()));
+    (void)connection_->Send(FrameType::kCancel, 0, id, cancel);
+  }
+
+  std::string Describe() const {
+    return instance_ ? absl::StrCat("instance \"", instance_->instance_id, "\" of service \"",
+                                    instance_->service_name, "\"")
+                     : absl::StrCat("service connection ", id_);
+  }
+
+ private:
+  struct Stream {
+    std::weak_ptr<CallerSession> caller;
+    CorrelationId caller_id{};
+  };
+
+  void OnHello(const v1::Hello& hello) override {
+    if (hello.role() != v1::ROLE_SERVICE) {
+      Refuse(absl::PermissionDeniedError(absl::StrCat("this is the service listener; a ",
+                                                      v1::Role_Name(hello.role()),
+                                                      " HELLO belongs on the caller listener")));
+      return;
+    }
+    if (hello.service_name().empty() || hello.endpoints_size() == 0) {
+      Refuse(absl::InvalidArgumentError(
+          "a service HELLO needs a service_name and at least one endpoint"));
+      return;
+    }
+    if (absl::Status allowed = state_->options.config.service_identities.Check(hello.service_name(),
+                                                                               connection_->peer());
+        !allowed.ok()) {
+      Refuse(allowed);
+      return;
+    }
+    auto instance = std::make_shared<Instance>();
+    instance->connection_id = id_;
+    instance->service_name = hello.service_name();
+    instance->instance_id =
+        hello.instance_id().empty() ? absl::StrCat("connection-", id_) : hello.instance_id();
+    auto metadata = hello.metadata();
+    instance->region = metadata.contains("region") ? metadata.at("region") : "";
+    instance->version = metadata.contains("version") ? metadata.at("version") : "";
+    instance->identity = connection_->peer();
+    instance->endpoints.assign(hello.endpoints().begin(), hello.endpoints().end());
+    instance->session = weak_from_this();
+    if (absl::Status added = state_->routes.Add(instance); !added.ok()) {
+      Refuse(added);
+      return;
+    }
+    instance_ = std::move(instance);
+    Accept();
+    StartHeartbeats(shared_from_this());
+    spdlog::info("{} registered {} method(s) from {} ({}) on connection {}", Describe(),
+                 instance_->endpoints.size(), connection_->remote_address(), PeerName(), id_);
+  }
+
+  std::uint32_t MaxStreams() const override {
+    return state_->options.config.limits.max_in_flight_per_service_connection;
+  }
+
+  void OnPeerGoaway() override {
+    if (instance_) {
+      instance_->draining = true;  // it asked to leave: no new calls
+    }
+  }
+
+  void OnSilent() override {
+    if (instance_) {
+      instance_->healthy = false;
+    }
+  }
+
+  void OnFrame(const FrameView& frame) {
+    if (!Screen(frame)) {
+      return;
+    }
+    const CorrelationId& id = frame.header.correlation_id;
+    auto it = streams_.find(id);
+    if (it == streams_.end()) {
+      const std::uint64_t n = CounterFromId(id);
+      if (n == 0 || n >= next_stream_) {
+        GoAway(absl::StatusCode::kInvalidArgument,
+               absl::StrCat(runtime::FrameTypeName(frame.header.type),
+                            " for a stream the gateway never opened"));
+      }
+      return;  // a stream the gateway ended itself (cancel, deadline): frames in flight
+    }
+    std::shared_ptr<CallerSession> caller = it->second.caller.lock();
+    const CorrelationId caller_id = it->second.caller_id;
+    switch (frame.header.type) {
+      case FrameType::kResponse:
+        if (frame.header.final()) {
+          streams_.erase(it);
+        }
+        if (caller) {
+          caller->DeliverResponse(caller_id, frame.payload, frame.header.flags);
+        }
+        return;
+      case FrameType::kWindowUpdate:
+        if (caller) {
+          caller->DeliverWindowUpdate(caller_id, frame.payload);
+        }
+        return;
+      case FrameType::kCancel: {
+        streams_.erase(it);
+        v1::Cancel cancel;
+        (void)cancel.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()));
+        if (caller) {
+          caller->FailCall(
+              caller_id,
+              absl::Status(cancel.code() == 0 ? absl::StatusCode::kCancelled
+                                              : static_cast<absl::StatusCode>(cancel.code()),
+                           absl::StrCat(Describe(), " cancelled the call: ", cancel.reason())),
+              /*cancel_service=*/false);
+        }
+        return;
+      }
+      default:
+        GoAway(absl::StatusCode::kInvalidArgument,
+               absl::StrCat("a service may not send ", runtime::FrameTypeName(frame.header.type),
+                            " frames"));
+    }
+  }
+
+  void OnClosed(const absl::Status& reason) {
+    StopTimers();
+    // Removed from the routing table exactly once, by the connection that registered.
+    if (instance_ != nullptr && state_->routes.Remove(id_)) {
+      instance_->healthy = false;
+    }
+    const absl::Status failure = absl::UnavailableError(absl::StrCat(
+        Describe(), " disconnected: ",
+        reason.ok() ? std::string("gateway shutdown") : std::string(reason.message())));
+    Streams streams = std::move(streams_);
+    streams_.clear();
+    for (auto& [id, stream] : streams) {
+      if (auto caller = stream.caller.lock()) {
+        caller->FailCall(stream.caller_id, failure, /*cancel_service=*/false);
+      }
+    }
+    state_->services.erase(id_);
+    spdlog::info("{} ({}) closed connection {}: {}", Describe(), PeerName(), id_,
+                 reason.ok() ? std::string("gateway shutdown") : std::string(reason.message()));
+  }
+
+  using Streams = absl::flat_hash_map<CorrelationId, Stream, CorrelationIdHash>;
+  std::shared_ptr<Instance> instance_;
+  Streams streams_;
+  std::uint64_t next_stream_ = 1;
+};
+
+void CallerSession::OnRequest(const FrameView& frame) {
+  const CorrelationId& id = frame.header.correlation_id;
+  auto it = calls_.find(id);
+  if (it != calls_.end()) {
+    Call& call = it->second;
+    if (call.request_done) {
+      GoAway(absl::StatusCode::kInvalidArgument,
+             "REQUEST on a stream whose request direction already ended with FINAL");
+      return;
+    }
+    call.request_done = frame.header.final();
+    std::shared_ptr<ServiceSession> service = call.service.lock();
+    absl::Status sent = service == nullptr ? absl::UnavailableError("the service is gone")
+                                           : service->ForwardRequest(call.service_id, frame.payload,
+                                                                     frame.header.flags);
+    if (!sent.ok()) {
+      FailCall(id, sent, /*cancel_service=*/true);
+    }
+    return;
+  }
+
+  v1::Request request;
+  if (!request.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+    GoAway(absl::StatusCode::kInvalidArgument, "REQUEST payload is not a valid Request message");
+    return;
+  }
+  if (request.method().empty()) {
+    Answer(id, absl::InvalidArgumentError("the first REQUEST of a call must name its method"));
+    return;
+  }
+  const auto& limits = state_->options.config.limits;
+  if (calls_.size() >= limits.max_in_flight_per_caller_connection) {
+    Answer(id, absl::ResourceExhaustedError(
+                   absl::StrCat("this connection already has ", calls_.size(),
+                                " calls in flight, the limit (MaxInFlightPerCallerConnection)")));
+    return;
+  }
+  if (absl::Status allowed =
+          state_->options.config.caller_policy.Check(connection_->peer(), request.method());
+      !allowed.ok()) {
+    Answer(id, allowed);
+    return;
+  }
+  absl::StatusOr<std::shared_ptr<Instance>> picked = state_->reader.Pick(request.method(), region_);
+  if (!picked.ok()) {
+    Answer(id, picked.status());
+    return;
+  }
+  std::shared_ptr<Instance> instance = *std::move(picked);
+  std::shared_ptr<ServiceSession> service = instance->session.lock();
+  if (service == nullptr) {
+    Answer(id, absl::UnavailableError(absl::StrCat("instance \"", instance->instance_id,
+                                                   "\" of service \"", instance->service_name,
+                                                   "\" is disconnecting")));
+    return;
+  }
+  if (instance->outstanding.load(std::memory_order_relaxed) >=
+      static_cast<std::int64_t>(limits.max_in_flight_per_service_connection)) {
+    Answer(id, absl::ResourceExhaustedError(absl::StrCat(
+                   "instance \"", instance->instance_id, "\" of service \"", instance->service_name,
+                   "\" has ", limits.max_in_flight_per_service_connection,
+                   " calls in flight, the limit (MaxInFlightPerServiceConnection)")));
+    return;
+  }
+
+  // The deadline: what the caller allows, else the method's default, else the gateway's.
+  absl::Duration timeout = limits.default_timeout;
+  if (request.timeout_us() > 0) {
+    timeout = absl::Microseconds(static_cast<std::int64_t>(request.timeout_us()));
+  } else {
+    const RoutingSnapshot& snapshot = state_->reader.Get();
+    auto route = snapshot.methods.find(request.method());
+    if (route != snapshot.methods.end() && route->second.endpoint.default_timeout_ms() > 0) {
+      timeout = absl::Milliseconds(route->second.endpoint.default_timeout_ms());
+    }
+  }
+  request.set_timeout_us(static_cast<std::uint64_t>(absl::ToInt64Microseconds(timeout)));
+  // Caller metadata reaches the handler, except keys only the gateway may set.
+  auto* metadata = request.mutable_metadata();
+  for (auto meta = metadata->begin(); meta != metadata->end();) {
+    if (absl::StartsWith(meta->first, kReservedPrefix)) {
+      meta = metadata->erase(meta);
+    } else {
+      ++meta;
+    }
+  }
+  (*metadata)[kCallerIdentityKey] = IdentityName(connection_->peer());
+
+  absl::StatusOr<CorrelationId> service_id =
+      service->OpenStream(weak_from_this(), id, request, frame.header.flags);
+  if (!service_id.ok()) {
+    Answer(id, absl::ResourceExhaustedError(service_id.status().message()));
+    return;
+  }
+  instance->outstanding.fetch_add(1, std::memory_order_relaxed);
+  Call call;
+  call.service = service;
+  call.instance = instance;
+  call.service_id = *service_id;
+  call.request_done = frame.header.final();
+  call.deadline = std::make_unique<asio::steady_timer>(state_->io);
+  call.deadline->expires_after(absl::ToChronoMicroseconds(timeout));
+  call.deadline->async_wait([weak = weak_from_this(), id, timeout](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || self == nullptr) {
+      return;
+    }
+    self->FailCall(id,
+                   absl::DeadlineExceededError(absl::StrCat(
+                       "the call's deadline of ", absl::FormatDuration(timeout), " passed")),
+                   /*cancel_service=*/true);
+  });
+  calls_.emplace(id, std::move(call));
+}
+
+void CallerSession::ForwardWindowUpdate(const CorrelationId& id,
+                                        std::span<const std::uint8_t> payload) {
+  auto it = calls_.find(id);
+  if (it == calls_.end()) {
+    return;  // may race with the end of the call
+  }
+  if (auto service = it->second.service.lock()) {
+    service->ForwardWindowUpdate(it->second.service_id, payload);
+  }
+}
+
+void CallerSession::CancelService(Call& call, const absl::Status& why) {
+  if (auto service = call.service.lock()) {
+    service->Cancel(call.service_id, why);
+  }
+}
+
+void CallerSession::FailCall(const CorrelationId& caller_id, const absl::Status& status,
+                             bool cancel_service) {
+  auto it = calls_.find(caller_id);
+  if (it == calls_.end()) {
+    return;
+  }
+  if (cancel_service) {
+    CancelService(it->second, status);
+  }
+  EndCall(it);
+  Answer(caller_id, status);
+}
+
+namespace {
+
+// Runs the TLS handshake of an accepted connection and starts its session.
+template <typename SessionType>
+asio::awaitable<void> Welcome(std::shared_ptr<State> state,
+                              std::shared_ptr<FramedConnection> connection,
+                              runtime::tls::TlsServerConfig tls) {
+  absl::Status handshake = co_await connection->Handshake();
+  if (!handshake.ok()) {
+    spdlog::warn("TLS handshake with {} failed [{}]: {}", connection->remote_address(),
+                 runtime::FailureLabelOf(handshake), std::string(handshake.message()));
+    co_return;
+  }
+  if (state->stopping) {
+    connection->Close(absl::UnavailableError("the gateway is shutting down"));
+    co_return;
+  }
+  const std::uint64_t id = state->next_connection_id++;
+  auto session = std::make_shared<SessionType>(state, connection, id, tls.tls.handshake_timeout,
+                                               tls.heartbeat_interval);
+  if constexpr (std::is_same_v<SessionType, ServiceSession>) {
+    state->services[id] = session;
+  } else {
+    state->callers[id] = session;
+  }
+  session->Start();
+}
+
+template <typename SessionType>
+asio::awaitable<void> AcceptLoop(std::shared_ptr<State> state, tcp::acceptor* acceptor,
+                                 TlsSource tls_source, runtime::tls::TlsServerConfig tls) {
+  const runtime::ConnectionOptions options = state->ConnectionOptionsFor(tls);
+  while (!state->stopping) {
+    boost::system::error_code ec;
+    tcp::socket socket =
+        co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (state->stopping || ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      spdlog::error("accept on port {} failed: {}", tls.port, ec.message());
+      continue;  // e.g. out of file descriptors: keep serving the connections we have
+    }
+    auto connection = FramedConnection::FromAccepted(std::move(socket), tls_source(), options);
+    asio::co_spawn(state->io, Welcome<SessionType>(state, std::move(connection), tls),
+                   runtime::LogCoroutineFailure("connection handshake"));
+  }
+}
+
+absl::Status Listen(tcp::acceptor& acceptor, const runtime::tls::TlsServerConfig& tls,
+                    const char* what) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(tls.listen_address, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ListenAddress \"", tls.listen_address, "\" is not an IP address"));
+  }
+  const tcp::endpoint endpoint(address, tls.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) {
+    acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  }
+  if (!ec) {
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    acceptor.listen(tls.backlog, ec);
+  }
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for ", what, " on ", tls.listen_address, ":", tls.port, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(asio::io_context& io,
+                                                        GatewayOptions options) {
+  if (!options.service_tls) {
+    return absl::InvalidArgumentError("no TLS source for the service listener");
+  }
+  if (options.config.callers.has_value() && !options.caller_tls) {
+    return absl::InvalidArgumentError("no TLS source for the caller listener");
+  }
+  auto state = std::make_shared<State>(io, std::move(options));
+  const GatewayConfig& config = state->options.config;
+  if (absl::Status status = Listen(state->service_acceptor, config.services, "services");
+      !status.ok()) {
+    return status;
+  }
+  asio::co_spawn(io,
+                 AcceptLoop<ServiceSession>(state, &state->service_acceptor,
+                                            state->options.service_tls, config.services),
+                 runtime::LogCoroutineFailure("service listener"));
+  if (config.callers.has_value()) {
+    if (absl::Status status = Listen(state->caller_acceptor, *config.callers, "callers");
+        !status.ok()) {
+      return status;
+    }
+    asio::co_spawn(io,
+                   AcceptLoop<CallerSession>(state, &state->caller_acceptor,
+                                             state->options.caller_tls, *config.callers),
+                   runtime::LogCoroutineFailure("caller listener"));
+  }
+  spdlog::info("gateway {} listening for services on port {}{}", config.gateway_id,
+               state->service_acceptor.local_endpoint().port(),
+               config.callers ? absl::StrCat(" and for callers on port ",
+                                             state->caller_acceptor.local_endpoint().port())
+                              : std::string());
+  return std::unique_ptr<Gateway>(new Gateway(std::move(state)));
+}
+
+Gateway::~Gateway() {
+  state_->stopping = true;
+  boost::system::error_code ignored;
+  state_->service_acceptor.close(ignored);
+  state_->caller_acceptor.close(ignored);
+  for (auto& [id, weak] : state_->callers) {
+    if (auto session = weak.lock()) {
+      session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
+    }
+  }
+  for (auto& [id, weak] : state_->services) {
+    if (auto session = weak.lock()) {
+      session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
+    }
+  }
+}
+
+std::uint16_t Gateway::service_port() const {
+  boost::system::error_code ec;
+  return state_->service_acceptor.local_endpoint(ec).port();
+}
+
+std::uint16_t Gateway::caller_port() const {
+  boost::system::error_code ec;
+  if (!state_->caller_acceptor.is_open()) {
+    return 0;
+  }
+  return state_->caller_acceptor.local_endpoint(ec).port();
+}
+
+const RoutingTable& Gateway::routes() const { return state_->routes; }
+
+std::size_t Gateway::service_connections() const { return state_->services.size(); }
+
+std::size_t Gateway::caller_connections() const { return state_->callers.size(); }
+
+}  // namespace stella::gateway

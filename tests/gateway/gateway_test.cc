@@ -1,0 +1,452 @@
+// The gateway end to end over loopback mutual TLS, with services and callers played by raw
+// FramedConnections that speak the wire protocol frame by frame (the service SDK is not built
+// yet), so each test controls exactly what crosses the wire.
+#include "gateway/gateway.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/framed_connection.h"
+#include "stella/router/v1/frames.pb.h"
+#include "tests/support/loopback.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_pki.h"
+
+namespace stella::gateway {
+namespace {
+
+namespace v1 = ::stella::router::v1;
+using runtime::CorrelationId;
+using runtime::FramedConnection;
+using runtime::FrameType;
+using runtime::FrameView;
+using runtime::kFlagError;
+using runtime::kFlagFinal;
+using runtime::tls::CertificateUsage;
+using runtime::tls::TlsContext;
+using runtime::tls::TlsOptions;
+using runtime::tls::TlsRole;
+using ::stella::testing::IsOk;
+using ::stella::testing::TempDir;
+using ::stella::testing::TestLoop;
+using ::stella::testing::TestPki;
+using ::testing::HasSubstr;
+
+constexpr char kSayHello[] = "greeter.v1.Greeter/SayHello";
+constexpr char kChat[] = "greeter.v1.Greeter/Chat";
+
+CorrelationId Id(std::uint8_t n) {
+  CorrelationId id{};
+  id[15] = n;
+  return id;
+}
+
+struct Received {
+  FrameType type;
+  std::uint16_t flags;
+  CorrelationId id;
+  std::string payload;
+};
+
+// A peer of the gateway: a connection plus everything it received.
+struct Peer {
+  std::shared_ptr<FramedConnection> connection;
+  std::vector<Received> frames;
+  std::optional<absl::Status> closed;
+
+  // Frames of `type` received so far.
+  std::vector<Received> Of(FrameType type) const {
+    std::vector<Received> out;
+    for (const Received& frame : frames) {
+      if (frame.type == type) {
+        out.push_back(frame);
+      }
+    }
+    return out;
+  }
+};
+
+template <typename Message>
+Message Parse(const Received& frame) {
+  Message message;
+  EXPECT_TRUE(message.ParseFromString(frame.payload));
+  return message;
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  GatewayTest() {
+    frontend_ = testing::MustMint(testing::LeafSpec("frontend", false, true), &pki_.root);
+    CertSpec billing = testing::LeafSpec("billing", false, true);
+    billing.dns_names = {"billing"};
+    billing_ = testing::MustMint(billing, &pki_.root);
+  }
+
+  using CertSpec = runtime::tls::CertSpec;
+
+  runtime::tls::Credentials Creds(const testing::MintedCert& cert, CertificateUsage usage) {
+    runtime::tls::CredentialSource source;
+    source.certificate_path = dir_.Write("c.pem", TestPki::Pem(cert) + TestPki::KeyPem(cert));
+    return *runtime::tls::LoadCredentials(source, usage, absl::Now());
+  }
+
+  runtime::tls::TrustBundle Trust() {
+    runtime::tls::TrustSource source;
+    source.ca_path = dir_.Write("ca.pem", TestPki::Pem(pki_.root));
+    return *runtime::tls::LoadTrust(source);
+  }
+
+  void StartGateway(absl::Duration hello_timeout = absl::Seconds(5),
+                    std::uint32_t caller_limit = 1024) {
+    TlsOptions options;
+    options.role = TlsRole::kServer;
+    auto tls = *TlsContext::Create(options, Creds(pki_.server, CertificateUsage::kServer), Trust());
+    GatewayConfig config;
+    config.gateway_id = "gw-test";
+    config.services.listen_address = "127.0.0.1";
+    config.services.port = 0;
+    config.services.tls.handshake_timeout = hello_timeout;
+    config.services.heartbeat_interval = absl::Seconds(10);
+    config.callers = config.services;
+    config.limits.max_in_flight_per_caller_connection = caller_limit;
+    GatewayOptions gateway_options;
+    gateway_options.config = std::move(config);
+    gateway_options.service_tls = [tls] { return tls; };
+    gateway_options.caller_tls = [tls] { return tls; };
+    auto gateway = Gateway::Start(loop_.io(), std::move(gateway_options));
+    ASSERT_THAT(gateway, IsOk());
+    gateway_ = *std::move(gateway);
+  }
+
+  // Connects with `cert` to the service or caller listener and starts recording.
+  std::unique_ptr<Peer> Connect(const testing::MintedCert& cert, bool service) {
+    TlsOptions options;
+    options.role = TlsRole::kClient;
+    options.expected_server_name = "localhost";
+    auto tls = *TlsContext::Create(options, Creds(cert, CertificateUsage::kClient), Trust());
+    auto connection = loop_.Run(FramedConnection::Connect(
+        loop_.executor(), "127.0.0.1", service ? gateway_->service_port() : gateway_->caller_port(),
+        tls, {}));
+    EXPECT_THAT(connection, IsOk());
+    auto peer = std::make_unique<Peer>();
+    peer->connection = *connection;
+    Peer* raw = peer.get();
+    peer->connection->Start(
+        [raw](const FrameView& frame) {
+          raw->frames.push_back({frame.header.type, frame.header.flags, frame.header.correlation_id,
+                                 std::string(frame.payload.begin(), frame.payload.end())});
+        },
+        [raw](const absl::Status& status) { raw->closed = status; });
+    return peer;
+  }
+
+  // Sends HELLO and waits for HELLO_ACK.
+  v1::HelloAck Hello(Peer& peer, const v1::Hello& hello) {
+    EXPECT_THAT(peer.connection->Send(FrameType::kHello, 0, CorrelationId{}, hello), IsOk());
+    EXPECT_TRUE(loop_.PumpUntil([&] { return !peer.Of(FrameType::kHelloAck).empty(); }));
+    return Parse<v1::HelloAck>(peer.Of(FrameType::kHelloAck).front());
+  }
+
+  std::unique_ptr<Peer> Service(const testing::MintedCert& cert, const std::string& name,
+                                const std::string& region = "") {
+    auto peer = Connect(cert, /*service=*/true);
+    v1::Hello hello;
+    hello.set_role(v1::ROLE_SERVICE);
+    hello.set_service_name(name);
+    hello.set_instance_id(name + "-" + std::to_string(++instances_));
+    if (!region.empty()) {
+      (*hello.mutable_metadata())["region"] = region;
+    }
+    for (const char* method : {kSayHello, kChat}) {
+      v1::Endpoint* endpoint = hello.add_endpoints();
+      endpoint->set_method(method);
+      endpoint->set_request_type("greeter.v1.HelloRequest");
+      endpoint->set_response_type("greeter.v1.HelloReply");
+      endpoint->set_kind(method == kChat ? v1::CALL_KIND_BIDI_STREAMING : v1::CALL_KIND_UNARY);
+    }
+    v1::HelloAck ack = Hello(*peer, hello);
+    EXPECT_TRUE(ack.accepted()) << ack.reason();
+    return peer;
+  }
+
+  std::unique_ptr<Peer> Caller(const std::string& region = "") {
+    auto peer = Connect(frontend_, /*service=*/false);
+    v1::Hello hello;
+    hello.set_role(v1::ROLE_CALLER);
+    if (!region.empty()) {
+      (*hello.mutable_metadata())["region"] = region;
+    }
+    v1::HelloAck ack = Hello(*peer, hello);
+    EXPECT_TRUE(ack.accepted()) << ack.reason();
+    return peer;
+  }
+
+  static v1::Request Request(const std::string& method, const std::string& body,
+                             std::uint64_t timeout_us = 0) {
+    v1::Request request;
+    request.set_method(method);
+    request.set_body(body);
+    request.set_timeout_us(timeout_us);
+    return request;
+  }
+
+  // Waits until `peer` has received `count` frames of `type`.
+  bool WaitFor(Peer& peer, FrameType type, std::size_t count = 1) {
+    return loop_.PumpUntil([&] { return peer.Of(type).size() >= count; });
+  }
+
+  TestPki pki_;
+  TempDir dir_;
+  TestLoop loop_;
+  testing::MintedCert frontend_;
+  testing::MintedCert billing_;
+  std::unique_ptr<Gateway> gateway_;
+  int instances_ = 0;
+};
+
+TEST_F(GatewayTest, UnaryCallIsRoutedAndAnswered) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  v1::Request request = Request(kSayHello, "world");
+  (*request.mutable_metadata())["traceparent"] = "00-abc-def-01";
+  (*request.mutable_metadata())["stella-caller-identity"] = "forged";
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(7), request), IsOk());
+
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+  const Received at_service = service->Of(FrameType::kRequest).front();
+  EXPECT_NE(at_service.id, Id(7));  // the gateway's own id on the service connection
+  EXPECT_TRUE(at_service.flags & kFlagFinal);
+  v1::Request forwarded = Parse<v1::Request>(at_service);
+  EXPECT_EQ(forwarded.method(), kSayHello);
+  EXPECT_EQ(forwarded.body(), "world");
+  EXPECT_EQ(forwarded.metadata().at("traceparent"), "00-abc-def-01");
+  EXPECT_EQ(forwarded.metadata().at("stella-caller-identity"), "CN=frontend,O=Stella Tests");
+  EXPECT_GT(forwarded.timeout_us(), 0u);  // the gateway's default deadline travels with it
+
+  v1::Response response;
+  response.set_body("hello, world");
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal, at_service.id, response),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  const Received at_caller = caller->Of(FrameType::kResponse).front();
+  EXPECT_EQ(at_caller.id, Id(7));
+  EXPECT_EQ(Parse<v1::Response>(at_caller).body(), "hello, world");
+  EXPECT_EQ(gateway_->routes().Snapshot()->instances.front()->outstanding.load(), 0);
+}
+
+TEST_F(GatewayTest, UnknownMethodIsNotFound) {
+  StartGateway();
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1),
+                                       Request("nope.v1.Nope/Nothing", "")),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  const Received answer = caller->Of(FrameType::kResponse).front();
+  EXPECT_EQ(answer.flags, kFlagFinal | kFlagError);
+  v1::Response response = Parse<v1::Response>(answer);
+  EXPECT_EQ(response.code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_THAT(response.message(),
+              HasSubstr("no service registers the method nope.v1.Nope/Nothing"));
+}
+
+TEST_F(GatewayTest, SpoofedServiceNameIsRefused) {
+  StartGateway();
+  auto impostor = Connect(billing_, /*service=*/true);
+  v1::Hello hello;
+  hello.set_role(v1::ROLE_SERVICE);
+  hello.set_service_name("greeter");
+  v1::Endpoint* endpoint = hello.add_endpoints();
+  endpoint->set_method(kSayHello);
+  v1::HelloAck ack = Hello(*impostor, hello);
+  EXPECT_FALSE(ack.accepted());
+  EXPECT_EQ(ack.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(ack.reason(), HasSubstr("certificate DNS:billing"));
+  EXPECT_THAT(ack.reason(), HasSubstr("may not register service \"greeter\""));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return impostor->closed.has_value(); }));
+  EXPECT_TRUE(gateway_->routes().Snapshot()->instances.empty());
+}
+
+TEST_F(GatewayTest, FrameBeforeHelloGetsGoaway) {
+  StartGateway();
+  auto peer = Connect(frontend_, /*service=*/false);
+  ASSERT_THAT(
+      peer->connection->Send(FrameType::kRequest, kFlagFinal, Id(1), Request(kSayHello, "")),
+      IsOk());
+  ASSERT_TRUE(WaitFor(*peer, FrameType::kGoaway));
+  v1::Goaway goaway = Parse<v1::Goaway>(peer->Of(FrameType::kGoaway).front());
+  EXPECT_EQ(goaway.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(goaway.reason(), "expected HELLO as the first frame, got REQUEST");
+  EXPECT_TRUE(loop_.PumpUntil([&] { return peer->closed.has_value(); }));
+}
+
+TEST_F(GatewayTest, SilentPeerIsClosedAtTheHelloDeadline) {
+  StartGateway(/*hello_timeout=*/absl::Milliseconds(200));
+  auto peer = Connect(frontend_, /*service=*/false);
+  ASSERT_TRUE(WaitFor(*peer, FrameType::kGoaway));
+  EXPECT_EQ(Parse<v1::Goaway>(peer->Of(FrameType::kGoaway).front()).code(),
+            static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return peer->closed.has_value(); }));
+}
+
+TEST_F(GatewayTest, DeadlineExceededAtTheCallerAndCancelAtTheService) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(3),
+                                       Request(kSayHello, "slow", /*timeout_us=*/100'000)),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  v1::Response response = Parse<v1::Response>(caller->Of(FrameType::kResponse).front());
+  EXPECT_EQ(response.code(), static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_TRUE(WaitFor(*service, FrameType::kCancel));
+  EXPECT_EQ(Parse<v1::Cancel>(service->Of(FrameType::kCancel).front()).code(),
+            static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  // A late answer from the service is dropped, not delivered and not a violation.
+  const CorrelationId late = service->Of(FrameType::kRequest).front().id;
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal, late, v1::Response()),
+              IsOk());
+  loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(50));
+  EXPECT_EQ(caller->Of(FrameType::kResponse).size(), 1u);
+  EXPECT_FALSE(service->closed.has_value());
+}
+
+TEST_F(GatewayTest, ServiceDisconnectFailsItsCallsAtOnce) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  for (std::uint8_t i = 1; i <= 3; ++i) {
+    ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(i),
+                                         Request(kSayHello, "x", 60'000'000)),
+                IsOk());
+  }
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest, 3));
+  const absl::Time closed_at = absl::Now();
+  service->connection->Close(absl::OkStatus());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 3));
+  EXPECT_LT(absl::Now() - closed_at, absl::Seconds(5));  // no waiting for the 60 s deadline
+  for (const Received& frame : caller->Of(FrameType::kResponse)) {
+    v1::Response response = Parse<v1::Response>(frame);
+    EXPECT_EQ(response.code(), static_cast<int>(absl::StatusCode::kUnavailable));
+    EXPECT_THAT(response.message(),
+                HasSubstr("instance \"greeter-1\" of service \"greeter\" disconnected"));
+  }
+  EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+TEST_F(GatewayTest, CallerCancelAndDisconnectReachTheService) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1),
+                                       Request(kSayHello, "a", 60'000'000)),
+              IsOk());
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(2),
+                                       Request(kSayHello, "b", 60'000'000)),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest, 2));
+  v1::Cancel cancel;
+  cancel.set_code(static_cast<int>(absl::StatusCode::kCancelled));
+  cancel.set_reason("user pressed stop");
+  ASSERT_THAT(caller->connection->Send(FrameType::kCancel, 0, Id(1), cancel), IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kCancel));
+  EXPECT_EQ(Parse<v1::Cancel>(service->Of(FrameType::kCancel)[0]).reason(), "user pressed stop");
+
+  caller->connection->Close(absl::OkStatus());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kCancel, 2));
+  EXPECT_EQ(Parse<v1::Cancel>(service->Of(FrameType::kCancel)[1]).reason(),
+            "the caller disconnected");
+}
+
+TEST_F(GatewayTest, BidirectionalStreamIsRelayedFrameByFrame) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, 0, Id(9), Request(kChat, "one")),
+              IsOk());
+  v1::Request next;
+  next.set_body("two");
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, 0, Id(9), next), IsOk());
+  v1::Request half_close;
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(9), half_close), IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest, 3));
+  const auto requests = service->Of(FrameType::kRequest);
+  EXPECT_EQ(Parse<v1::Request>(requests[1]).body(), "two");
+  EXPECT_TRUE(requests[2].flags & kFlagFinal);
+  const CorrelationId stream = requests[0].id;
+  for (const char* body : {"ONE", "TWO"}) {
+    v1::Response response;
+    response.set_body(body);
+    ASSERT_THAT(service->connection->Send(FrameType::kResponse, 0, stream, response), IsOk());
+  }
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal, stream, v1::Response()),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 3));
+  const auto responses = caller->Of(FrameType::kResponse);
+  EXPECT_EQ(Parse<v1::Response>(responses[0]).body(), "ONE");
+  EXPECT_EQ(Parse<v1::Response>(responses[1]).body(), "TWO");
+  EXPECT_TRUE(responses[2].flags & kFlagFinal);
+  EXPECT_FALSE(Parse<v1::Response>(responses[2]).has_body());
+}
+
+TEST_F(GatewayTest, CallsPreferTheCallersRegion) {
+  StartGateway();
+  auto eu = Service(pki_.client, "greeter", "eu");
+  auto us = Service(pki_.client, "greeter", "us");
+  auto caller = Caller("us");
+  for (std::uint8_t i = 1; i <= 10; ++i) {
+    ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(i),
+                                         Request(kSayHello, "x", 60'000'000)),
+                IsOk());
+  }
+  ASSERT_TRUE(WaitFor(*us, FrameType::kRequest, 10));
+  EXPECT_TRUE(eu->Of(FrameType::kRequest).empty());
+}
+
+TEST_F(GatewayTest, CallerInFlightLimitIsResourceExhausted) {
+  StartGateway(absl::Seconds(5), /*caller_limit=*/2);
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  for (std::uint8_t i = 1; i <= 3; ++i) {
+    ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(i),
+                                         Request(kSayHello, "x", 60'000'000)),
+                IsOk());
+  }
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  const Received refused = caller->Of(FrameType::kResponse).front();
+  EXPECT_EQ(refused.id, Id(3));
+  EXPECT_EQ(Parse<v1::Response>(refused).code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_TRUE(WaitFor(*service, FrameType::kRequest, 2));
+}
+
+TEST_F(GatewayTest, ResponseForAStreamNeverOpenedIsAViolation) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  CorrelationId bogus{};
+  bogus[0] = 0xAB;
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal, bogus, v1::Response()),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kGoaway));
+  EXPECT_THAT(Parse<v1::Goaway>(service->Of(FrameType::kGoaway).front()).reason(),
+              HasSubstr("RESPONSE for a stream the gateway never opened"));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {
+  StartGateway();
+  auto peer = Connect(frontend_, /*service=*/true);
+  v1::Hello hello;
+  hello.set_role(v1::ROLE_CALLER);
+  v1::HelloAck ack = Hello(*peer, hello);
+  EXPECT_FALSE(ack.accepted());
+  EXPECT_THAT(ack.reason(), HasSubstr("this is the service listener"));
+}
+
+}  // namespace
+}  // namespace stella::gateway
