@@ -506,6 +506,8 @@ const tls::TlsContext& FramedConnection::tls() const { return *impl_->tls; }
 
 const std::string& FramedConnection::remote_address() const { return impl_->remote; }
 
+asio::any_io_executor FramedConnection::executor() const { return impl_->stream.get_executor(); }
+
 std::size_t FramedConnection::queued_bytes() const {
   return impl_->pending.size() + impl_->writing.size();
 }

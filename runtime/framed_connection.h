@@ -97,6 +97,8 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   std::string tls_version() const;
   // The TLS snapshot this connection was made with (it keeps it alive).
   const tls::TlsContext& tls() const;
+  // The executor the connection lives on; its handlers run there.
+  boost::asio::any_io_executor executor() const;
   // "127.0.0.1:53412".
   const std::string& remote_address() const;
   // Bytes queued for the writer and not yet written.

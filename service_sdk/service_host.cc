@@ -1,0 +1,411 @@
+#include "service_sdk/service_host.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/async.h"
+#include "spdlog/spdlog.h"
+
+namespace stella::sdk {
+namespace {
+
+namespace asio = boost::asio;
+namespace v1 = ::stella::router::v1;
+using runtime::CorrelationId;
+using runtime::FramedConnection;
+using runtime::FrameType;
+
+struct IdHash {
+  std::size_t operator()(const CorrelationId& id) const {
+    return absl::Hash<absl::string_view>()(
+        absl::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+  }
+};
+
+std::string RandomInstanceId() {
+  std::random_device device;
+  return absl::StrCat(absl::Hex(device()), "-", absl::Hex(device()));
+}
+
+bool IsFullMethodName(const std::string& method) {
+  const std::size_t slash = method.find('/');
+  return slash != std::string::npos && slash > 0 && slash + 1 < method.size() &&
+         method.find('/', slash + 1) == std::string::npos;
+}
+
+}  // namespace
+
+// What the host does to a call that its handler does not see.
+struct HostAccess {
+  static Inbox& requests(ServerCall& call) { return call.requests_; }
+  static std::optional<std::string>& response(ServerCall& call) { return call.response_; }
+  static void set_send(ServerCall& call,
+                       std::function<absl::Status(const v1::Response&, bool)> send) {
+    call.send_ = std::move(send);
+  }
+};
+
+absl::Status ServerCall::Write(const std::string& message) {
+  if (context_.cancelled()) {
+    return context_.cancel_reason();
+  }
+  v1::Response response;
+  response.set_body(message);
+  return send_(response, /*final=*/false);
+}
+
+// One gateway: its connection (while there is one) and the calls it brought.
+struct Link {
+  explicit Link(GatewayAddress address_in, const asio::any_io_executor& executor)
+      : address(std::move(address_in)), wake(executor) {}
+
+  GatewayAddress address;
+  std::shared_ptr<FramedConnection> connection;
+  absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, IdHash> calls;
+  asio::steady_timer wake;  // wakes the link's loop: connection closed, backoff cut short
+  bool registered = false;
+  bool closed = true;
+  absl::Status refusal;     // set when the gateway refused the HELLO
+  absl::Status last_error;  // why the last connection ended
+};
+
+struct ServiceHost::Impl {
+  Impl(asio::any_io_executor executor_in, ServiceHostOptions options_in)
+      : executor(std::move(executor_in)), options(std::move(options_in)) {}
+
+  asio::any_io_executor executor;
+  ServiceHostOptions options;
+  absl::flat_hash_map<std::string, std::pair<v1::Endpoint, Handler>> handlers;
+  std::vector<std::shared_ptr<Link>> links;
+  std::size_t calls_in_flight = 0;
+  std::size_t connection_attempts = 0;
+  bool stopping = false;
+  std::minstd_rand rng{std::random_device{}()};
+};
+
+namespace {
+
+using Impl = ServiceHost::Impl;
+
+// Sends the final RESPONSE of a call (unless it was cancelled) and forgets it.
+void FinishCall(Link& link, const CorrelationId& id, const absl::Status& status) {
+  auto it = link.calls.find(id);
+  if (it == link.calls.end()) {
+    return;  // cancelled, or the connection went away
+  }
+  ServerCall& call = *it->second;
+  v1::Response response;
+  response.set_code(static_cast<int>(status.code()));
+  response.set_message(std::string(status.message()));
+  if (status.ok() && HostAccess::response(call).has_value()) {
+    response.set_body(std::move(*HostAccess::response(call)));
+  }
+  std::uint16_t flags = runtime::kFlagFinal;
+  if (!status.ok()) {
+    flags |= runtime::kFlagError;
+  }
+  if (link.connection) {
+    (void)link.connection->Send(FrameType::kResponse, flags, id, response);
+  }
+  link.calls.erase(it);
+}
+
+// `host` is unused but keeps the host (and `impl`) alive while the handler runs.
+asio::awaitable<void> RunHandler(std::shared_ptr<ServiceHost> /*host*/, Impl* impl,
+                                 std::shared_ptr<Link> link, CorrelationId id,
+                                 std::shared_ptr<ServerCall> call, Handler handler) {
+  ++impl->calls_in_flight;
+  absl::Status status;
+  try {
+    status = co_await handler(*call);
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("the handler of ", call->context().method(),
+                                              " threw an exception: ", e.what()));
+  } catch (...) {
+    status = absl::InternalError(absl::StrCat("the handler of ", call->context().method(),
+                                              " threw a non-standard exception"));
+  }
+  --impl->calls_in_flight;
+  FinishCall(*link, id, status);
+}
+
+void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
+               const std::shared_ptr<Link>& link, const runtime::FrameView& frame) {
+  const CorrelationId& id = frame.header.correlation_id;
+  v1::Request request;
+  if (!request.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
+    link->connection->Close(absl::InvalidArgumentError("the gateway sent a malformed REQUEST"));
+    return;
+  }
+  auto existing = link->calls.find(id);
+  if (existing != link->calls.end()) {
+    if (request.has_body()) {
+      HostAccess::requests(*existing->second).Push(std::move(*request.mutable_body()));
+    }
+    if (frame.header.final()) {
+      HostAccess::requests(*existing->second).End(absl::OkStatus());
+    }
+    return;
+  }
+  auto handler = impl->handlers.find(request.method());
+  if (handler == impl->handlers.end() || impl->stopping) {
+    v1::Response response;
+    const absl::Status status =
+        impl->stopping
+            ? absl::UnavailableError("the service is shutting down")
+            : absl::NotFoundError(absl::StrCat("service \"", impl->options.service_name,
+                                               "\" has no handler for ", request.method()));
+    response.set_code(static_cast<int>(status.code()));
+    response.set_message(std::string(status.message()));
+    (void)link->connection->Send(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError,
+                                 id, response);
+    return;
+  }
+  std::map<std::string, std::string> metadata(request.metadata().begin(), request.metadata().end());
+  const absl::Time deadline =
+      request.timeout_us() > 0
+          ? absl::Now() + absl::Microseconds(static_cast<std::int64_t>(request.timeout_us()))
+          : absl::InfiniteFuture();
+  auto call = std::make_shared<ServerCall>(
+      CallContext(request.method(), std::move(metadata), deadline), impl->executor);
+  std::weak_ptr<Link> weak_link = link;
+  HostAccess::set_send(*call,
+                       [weak_link, id](const v1::Response& response, bool final) -> absl::Status {
+                         auto alive = weak_link.lock();
+                         if (alive == nullptr || alive->connection == nullptr) {
+                           return absl::UnavailableError("the gateway connection is gone");
+                         }
+                         return alive->connection->Send(
+                             FrameType::kResponse, final ? runtime::kFlagFinal : 0, id, response);
+                       });
+  if (request.has_body()) {
+    HostAccess::requests(*call).Push(std::move(*request.mutable_body()));
+  }
+  if (frame.header.final()) {
+    HostAccess::requests(*call).End(absl::OkStatus());
+  }
+  link->calls[id] = call;
+  asio::co_spawn(impl->executor, RunHandler(host, impl, link, id, call, handler->second.second),
+                 runtime::LogCoroutineFailure(absl::StrCat("handler of ", request.method())));
+}
+
+void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
+             const std::shared_ptr<Link>& link, const runtime::FrameView& frame) {
+  const int size = static_cast<int>(frame.payload.size());
+  switch (frame.header.type) {
+    case FrameType::kHelloAck: {
+      v1::HelloAck ack;
+      if (!ack.ParseFromArray(frame.payload.data(), size)) {
+        link->connection->Close(absl::InvalidArgumentError("malformed HELLO_ACK"));
+        return;
+      }
+      if (!ack.accepted()) {
+        link->refusal = absl::Status(static_cast<absl::StatusCode>(ack.code()), ack.reason());
+        link->connection->Close(link->refusal);
+        return;
+      }
+      link->registered = true;
+      spdlog::info("service {} registered with gateway {} at {}:{}", impl->options.service_name,
+                   ack.gateway_id(), link->address.host, link->address.port);
+      return;
+    }
+    case FrameType::kRequest:
+      OnRequest(host, impl, link, frame);
+      return;
+    case FrameType::kCancel: {
+      auto it = link->calls.find(frame.header.correlation_id);
+      if (it == link->calls.end()) {
+        return;
+      }
+      v1::Cancel cancel;
+      (void)cancel.ParseFromArray(frame.payload.data(), size);
+      const absl::Status why(cancel.code() == 0 ? absl::StatusCode::kCancelled
+                                                : static_cast<absl::StatusCode>(cancel.code()),
+                             cancel.reason());
+      it->second->context().Cancel(why);
+      HostAccess::requests(*it->second).End(why);
+      link->calls.erase(it);  // nothing more is sent for it
+      return;
+    }
+    case FrameType::kHeartbeat: {
+      v1::Heartbeat heartbeat;
+      if (heartbeat.ParseFromArray(frame.payload.data(), size) && !heartbeat.ack()) {
+        heartbeat.set_ack(true);
+        (void)link->connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
+      }
+      return;
+    }
+    default:
+      return;  // GOAWAY: the close follows; WINDOW_UPDATE: sends are not limited yet
+  }
+}
+
+// Runs one connection to the gateway from connect to close.
+asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
+                            std::shared_ptr<Link> link) {
+  ++impl->connection_attempts;
+  absl::StatusOr<std::shared_ptr<FramedConnection>> connection =
+      co_await FramedConnection::Connect(impl->executor, link->address.host, link->address.port,
+                                         impl->options.tls(), impl->options.connection);
+  if (!connection.ok()) {
+    link->last_error = connection.status();
+    co_return;
+  }
+  link->connection = *connection;
+  link->closed = false;
+  link->registered = false;
+  link->refusal = absl::OkStatus();
+  std::weak_ptr<Link> weak_link = link;
+  std::weak_ptr<ServiceHost> weak_host = host;
+  link->connection->Start(
+      [weak_host, weak_link, impl](const runtime::FrameView& frame) {
+        auto alive_host = weak_host.lock();
+        auto alive_link = weak_link.lock();
+        if (alive_host && alive_link) {
+          OnFrame(alive_host, impl, alive_link, frame);
+        }
+      },
+      [weak_link](const absl::Status& reason) {
+        auto alive = weak_link.lock();
+        if (alive == nullptr) {
+          return;
+        }
+        alive->closed = true;
+        alive->last_error = reason;
+        const absl::Status lost = absl::UnavailableError(
+            absl::StrCat("the connection to the gateway closed: ", reason.message()));
+        for (auto& [id, call] : alive->calls) {
+          call->context().Cancel(lost);
+          HostAccess::requests(*call).End(lost);
+        }
+        alive->calls.clear();
+        alive->wake.cancel();
+      });
+  v1::Hello hello;
+  hello.set_role(v1::ROLE_SERVICE);
+  hello.set_service_name(impl->options.service_name);
+  hello.set_instance_id(impl->options.instance_id);
+  if (!impl->options.region.empty()) {
+    (*hello.mutable_metadata())["region"] = impl->options.region;
+  }
+  if (!impl->options.version.empty()) {
+    (*hello.mutable_metadata())["version"] = impl->options.version;
+  }
+  for (const auto& [method, entry] : impl->handlers) {
+    *hello.add_endpoints() = entry.first;
+  }
+  (void)link->connection->Send(FrameType::kHello, 0, CorrelationId{}, hello);
+  while (!link->closed) {
+    boost::system::error_code ignored;
+    link->wake.expires_at(asio::steady_timer::time_point::max());
+    co_await link->wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  link->connection.reset();
+}
+
+// Keeps a connection to one gateway: reconnects with exponential backoff and full jitter, and
+// after a refusal or an authentication failure waits the maximum delay instead of hammering.
+asio::awaitable<void> Maintain(std::shared_ptr<ServiceHost> host, Impl* impl,
+                               std::shared_ptr<Link> link) {
+  absl::Duration delay = impl->options.initial_reconnect_delay;
+  while (!impl->stopping) {
+    co_await Serve(host, impl, link);
+    const bool was_registered = link->registered;
+    link->registered = false;
+    if (impl->stopping) {
+      break;
+    }
+    if (was_registered) {
+      delay = impl->options.initial_reconnect_delay;
+    }
+    const absl::Status& why = link->refusal.ok() ? link->last_error : link->refusal;
+    const bool auth = why.code() == absl::StatusCode::kUnauthenticated ||
+                      why.code() == absl::StatusCode::kPermissionDenied;
+    absl::Duration wait;
+    if (auth) {
+      wait = impl->options.max_reconnect_delay;
+      spdlog::error("gateway {}:{} refused service {}: {}; retrying in {}", link->address.host,
+                    link->address.port, impl->options.service_name, std::string(why.message()),
+                    absl::FormatDuration(wait));
+    } else {
+      std::uniform_int_distribution<std::int64_t> jitter(0, absl::ToInt64Microseconds(delay));
+      wait = absl::Microseconds(jitter(impl->rng));
+      spdlog::warn("connection to gateway {}:{} lost or failed ({}); reconnecting in {}",
+                   link->address.host, link->address.port, std::string(why.message()),
+                   absl::FormatDuration(wait));
+    }
+    delay = std::min(delay * 2, impl->options.max_reconnect_delay);
+    boost::system::error_code ignored;
+    link->wake.expires_after(absl::ToChronoMicroseconds(wait));
+    co_await link->wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+}
+
+}  // namespace
+
+ServiceHost::ServiceHost(asio::any_io_executor executor, ServiceHostOptions options)
+    : impl_(std::make_unique<Impl>(std::move(executor), std::move(options))) {
+  if (impl_->options.instance_id.empty()) {
+    impl_->options.instance_id = RandomInstanceId();
+  }
+}
+
+ServiceHost::~ServiceHost() = default;
+
+std::shared_ptr<ServiceHost> ServiceHost::Create(asio::any_io_executor executor,
+                                                 ServiceHostOptions options) {
+  return std::shared_ptr<ServiceHost>(new ServiceHost(std::move(executor), std::move(options)));
+}
+
+absl::Status ServiceHost::Register(const v1::Endpoint& endpoint, Handler handler) {
+  if (!IsFullMethodName(endpoint.method())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", endpoint.method(), "\" is not a full method name \"package.Service/Method\""));
+  }
+  if (!impl_->handlers.emplace(endpoint.method(), std::make_pair(endpoint, std::move(handler)))
+           .second) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a handler for ", endpoint.method(), " is already registered"));
+  }
+  return absl::OkStatus();
+}
+
+void ServiceHost::Start() {
+  for (const GatewayAddress& address : impl_->options.gateways) {
+    auto link = std::make_shared<Link>(address, impl_->executor);
+    impl_->links.push_back(link);
+    asio::co_spawn(impl_->executor, Maintain(shared_from_this(), impl_.get(), link),
+                   runtime::LogCoroutineFailure(
+                       absl::StrCat("connection to gateway ", address.host, ":", address.port)));
+  }
+}
+
+void ServiceHost::Shutdown() {
+  impl_->stopping = true;
+  for (const auto& link : impl_->links) {
+    if (link->connection) {
+      link->connection->Close(absl::OkStatus());
+    }
+    link->wake.cancel();
+  }
+}
+
+std::size_t ServiceHost::registered_gateways() const {
+  std::size_t n = 0;
+  for (const auto& link : impl_->links) {
+    n += link->registered ? 1 : 0;
+  }
+  return n;
+}
+
+std::size_t ServiceHost::calls_in_flight() const { return impl_->calls_in_flight; }
+
+std::size_t ServiceHost::connection_attempts() const { return impl_->connection_attempts; }
+
+}  // namespace stella::sdk

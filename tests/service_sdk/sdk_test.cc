@@ -1,0 +1,343 @@
+// The service SDK against a real gateway over loopback mutual TLS: a ServiceHost serving
+// handlers, a Channel calling them, every call kind, errors, deadlines and lost connections.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "gateway/gateway.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service_sdk/channel.h"
+#include "service_sdk/service_host.h"
+#include "tests/support/loopback.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_pki.h"
+
+namespace stella::sdk {
+namespace {
+
+namespace asio = boost::asio;
+namespace v1 = ::stella::router::v1;
+using runtime::tls::CertificateUsage;
+using runtime::tls::TlsContext;
+using runtime::tls::TlsOptions;
+using runtime::tls::TlsRole;
+using ::stella::testing::IsOk;
+using ::stella::testing::StatusIs;
+using ::stella::testing::TempDir;
+using ::stella::testing::TestLoop;
+using ::stella::testing::TestPki;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// --- Handlers: plain functions, as the SDK asks ---------------------------------------------
+
+asio::awaitable<absl::Status> Echo(ServerCall& call) {
+  absl::StatusOr<std::optional<std::string>> request = co_await call.Read();
+  if (!request.ok()) {
+    co_return request.status();
+  }
+  const std::string text = request->value_or("");
+  if (text == "fail") {
+    co_return absl::FailedPreconditionError("asked to fail");
+  }
+  if (text == "throw") {
+    throw std::runtime_error("boom");
+  }
+  call.SetResponse("echo: " + text + " from " + call.context().caller_identity());
+  co_return absl::OkStatus();
+}
+
+// Server streaming: "3" → "1", "2", "3".
+asio::awaitable<absl::Status> Count(ServerCall& call) {
+  absl::StatusOr<std::optional<std::string>> request = co_await call.Read();
+  if (!request.ok()) {
+    co_return request.status();
+  }
+  const int n = std::stoi(request->value_or("0"));
+  for (int i = 1; i <= n; ++i) {
+    if (absl::Status written = call.Write(std::to_string(i)); !written.ok()) {
+      co_return written;
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+// Client streaming: joins every request message.
+asio::awaitable<absl::Status> Join(ServerCall& call) {
+  std::string joined;
+  while (true) {
+    absl::StatusOr<std::optional<std::string>> message = co_await call.Read();
+    if (!message.ok()) {
+      co_return message.status();
+    }
+    if (!message->has_value()) {
+      break;
+    }
+    joined += **message;
+  }
+  call.SetResponse(joined);
+  co_return absl::OkStatus();
+}
+
+// Bidirectional: answers each message in upper case.
+asio::awaitable<absl::Status> Shout(ServerCall& call) {
+  while (true) {
+    absl::StatusOr<std::optional<std::string>> message = co_await call.Read();
+    if (!message.ok()) {
+      co_return message.status();
+    }
+    if (!message->has_value()) {
+      co_return absl::OkStatus();
+    }
+    if (absl::Status written = call.Write(absl::AsciiStrToUpper(**message)); !written.ok()) {
+      co_return written;
+    }
+  }
+}
+
+// Never answers: waits (bounded) until the call is cancelled, and records that it was.
+int g_cancellations_seen = 0;
+asio::awaitable<absl::Status> Hang(ServerCall& call) {
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  for (int i = 0; i < 500 && !call.context().cancelled(); ++i) {
+    tick.expires_after(std::chrono::milliseconds(10));
+    co_await tick.async_wait(asio::use_awaitable);
+  }
+  if (call.context().cancelled()) {
+    ++g_cancellations_seen;
+    co_return call.context().cancel_reason();
+  }
+  co_return absl::OkStatus();
+}
+
+v1::Endpoint Endpoint(const std::string& method, v1::CallKind kind) {
+  v1::Endpoint endpoint;
+  endpoint.set_method(method);
+  endpoint.set_request_type("test.v1.Text");
+  endpoint.set_response_type("test.v1.Text");
+  endpoint.set_kind(kind);
+  return endpoint;
+}
+
+class SdkTest : public ::testing::Test {
+ protected:
+  SdkTest() {
+    frontend_ = testing::MustMint(testing::LeafSpec("frontend", false, true), &pki_.root);
+    server_tls_ = Tls(pki_.server, TlsRole::kServer);
+    StartGateway();
+  }
+
+  std::shared_ptr<const TlsContext> Tls(const testing::MintedCert& cert, TlsRole role) {
+    runtime::tls::CredentialSource source;
+    source.certificate_path = dir_.Write("c.pem", TestPki::Pem(cert) + TestPki::KeyPem(cert));
+    runtime::tls::TrustSource trust;
+    trust.ca_path = dir_.Write("ca.pem", TestPki::Pem(pki_.root));
+    TlsOptions options;
+    options.role = role;
+    options.expected_server_name = role == TlsRole::kClient ? "localhost" : "";
+    return *TlsContext::Create(
+        options,
+        *runtime::tls::LoadCredentials(
+            source,
+            role == TlsRole::kServer ? CertificateUsage::kServer : CertificateUsage::kClient,
+            absl::Now()),
+        *runtime::tls::LoadTrust(trust));
+  }
+
+  void StartGateway(std::uint16_t service_port = 0) {
+    gateway::GatewayConfig config;
+    config.gateway_id = "gw-sdk-test";
+    config.services.listen_address = "127.0.0.1";
+    config.services.port = service_port;
+    config.callers = config.services;
+    config.callers->port = 0;
+    gateway::GatewayOptions options;
+    options.config = std::move(config);
+    auto tls = server_tls_;
+    options.service_tls = [tls] { return tls; };
+    options.caller_tls = [tls] { return tls; };
+    auto gateway = gateway::Gateway::Start(loop_.io(), std::move(options));
+    ASSERT_THAT(gateway, IsOk());
+    gateway_ = *std::move(gateway);
+  }
+
+  std::shared_ptr<ServiceHost> StartService(const testing::MintedCert& cert,
+                                            const std::string& name,
+                                            absl::Duration max_delay = absl::Milliseconds(200)) {
+    ServiceHostOptions options;
+    options.service_name = name;
+    options.gateways = {{"127.0.0.1", gateway_->service_port()}};
+    auto tls = Tls(cert, TlsRole::kClient);
+    options.tls = [tls] { return tls; };
+    options.initial_reconnect_delay = absl::Milliseconds(20);
+    options.max_reconnect_delay = max_delay;
+    auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+    EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+    EXPECT_THAT(
+        host->Register(Endpoint("test.v1.Texts/Count", v1::CALL_KIND_SERVER_STREAMING), Count),
+        IsOk());
+    EXPECT_THAT(
+        host->Register(Endpoint("test.v1.Texts/Join", v1::CALL_KIND_CLIENT_STREAMING), Join),
+        IsOk());
+    EXPECT_THAT(
+        host->Register(Endpoint("test.v1.Texts/Shout", v1::CALL_KIND_BIDI_STREAMING), Shout),
+        IsOk());
+    EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
+    host->Start();
+    return host;
+  }
+
+  std::shared_ptr<Channel> Connect() {
+    ChannelOptions options;
+    options.host = "127.0.0.1";
+    options.port = gateway_->caller_port();
+    options.tls = Tls(frontend_, TlsRole::kClient);
+    auto channel = loop_.Run(Channel::Connect(loop_.executor(), options));
+    EXPECT_THAT(channel, IsOk());
+    return channel.ok() ? *channel : nullptr;
+  }
+
+  // Reads every response of `call` until its end; returns them and the final status.
+  static asio::awaitable<std::pair<std::vector<std::string>, absl::Status>> ReadAll(
+      ClientCall* call) {
+    std::vector<std::string> messages;
+    while (true) {
+      absl::StatusOr<std::optional<std::string>> next = co_await call->Read();
+      if (!next.ok()) {
+        co_return std::make_pair(messages, next.status());
+      }
+      if (!next->has_value()) {
+        co_return std::make_pair(messages, absl::OkStatus());
+      }
+      messages.push_back(**next);
+    }
+  }
+
+  TestPki pki_;
+  TempDir dir_;
+  TestLoop loop_;
+  testing::MintedCert frontend_;
+  std::shared_ptr<const TlsContext> server_tls_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+};
+
+TEST_F(SdkTest, UnaryCallsErrorsAndExceptions) {
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+
+  absl::StatusOr<std::string> reply = loop_.Run(channel->Call("test.v1.Texts/Echo", "hi"));
+  ASSERT_THAT(reply, IsOk());
+  EXPECT_EQ(*reply, "echo: hi from CN=frontend,O=Stella Tests");
+
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "fail")),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "asked to fail"));
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "throw")),
+              StatusIs(absl::StatusCode::kInternal,
+                       HasSubstr("the handler of test.v1.Texts/Echo threw an exception: boom")));
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Missing", "")),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("no service registers the method test.v1.Texts/Missing")));
+  // The exception did not hurt the connection.
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "again")), IsOk());
+}
+
+TEST_F(SdkTest, StreamingKinds) {
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+
+  auto count = channel->Open("test.v1.Texts/Count", {}, std::string("3"), /*close_send=*/true);
+  ASSERT_THAT(count, IsOk());
+  auto [numbers, count_status] = loop_.Run(ReadAll(count->get()));
+  EXPECT_THAT(count_status, IsOk());
+  EXPECT_THAT(numbers, ElementsAre("1", "2", "3"));
+
+  auto join = channel->Open("test.v1.Texts/Join", {}, std::nullopt, /*close_send=*/false);
+  ASSERT_THAT(join, IsOk());
+  for (const char* part : {"a", "b", "c"}) {
+    ASSERT_THAT((*join)->Write(part), IsOk());
+  }
+  ASSERT_THAT((*join)->CloseSend(), IsOk());
+  auto [joined, join_status] = loop_.Run(ReadAll(join->get()));
+  EXPECT_THAT(join_status, IsOk());
+  EXPECT_THAT(joined, ElementsAre("abc"));
+
+  auto shout = channel->Open("test.v1.Texts/Shout", {}, std::string("hey"), /*close_send=*/false);
+  ASSERT_THAT(shout, IsOk());
+  ASSERT_THAT((*shout)->Write("you"), IsOk());
+  ASSERT_THAT((*shout)->CloseSend(), IsOk());
+  auto [shouted, shout_status] = loop_.Run(ReadAll(shout->get()));
+  EXPECT_THAT(shout_status, IsOk());
+  EXPECT_THAT(shouted, ElementsAre("HEY", "YOU"));
+}
+
+TEST_F(SdkTest, DeadlineReachesBothSides) {
+  g_cancellations_seen = 0;
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  CallOptions options;
+  options.timeout = absl::Milliseconds(100);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Hang", "", options)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 0; }));
+  EXPECT_EQ(g_cancellations_seen, 1);
+}
+
+TEST_F(SdkTest, ServiceGoingAwayFailsItsCallsAtOnce) {
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  CallOptions options;
+  options.timeout = absl::Seconds(60);
+  auto call = channel->Open("test.v1.Texts/Hang", options, std::string(""), true);
+  ASSERT_THAT(call, IsOk());
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 1; }));
+  const absl::Time stopped_at = absl::Now();
+  host->Shutdown();
+  auto [messages, status] = loop_.Run(ReadAll(call->get()));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable,
+                               HasSubstr("of service \"greeter\" disconnected")));
+  EXPECT_LT(absl::Now() - stopped_at, absl::Seconds(5));
+}
+
+TEST_F(SdkTest, ServiceReregistersAfterTheGatewayRestarts) {
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  const std::uint16_t port = gateway_->service_port();
+  gateway_.reset();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 0; }));
+  StartGateway(port);  // the same port: the host keeps dialling it
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "back")), IsOk());
+}
+
+TEST_F(SdkTest, RefusedRegistrationIsNotRetriedInAHotLoop) {
+  // The greeter certificate claims to be "billing": refused, and retried only after the maximum
+  // delay (500 ms here) instead of the 20 ms backoff start, so 700 ms see at most two attempts.
+  auto host = StartService(pki_.client, "billing", absl::Milliseconds(500));
+  loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(700));
+  EXPECT_EQ(host->registered_gateways(), 0u);
+  EXPECT_GE(host->connection_attempts(), 1u);
+  EXPECT_LE(host->connection_attempts(), 2u);
+  EXPECT_TRUE(gateway_->routes().Snapshot()->instances.empty());
+  host->Shutdown();
+}
+
+}  // namespace
+}  // namespace stella::sdk
