@@ -96,14 +96,17 @@ struct Gateway::State {
 
   asio::io_context& io;
   GatewayOptions options;
+  GatewayMetrics& metrics() { return *options.metrics; }
   tcp::acceptor service_acceptor;
   tcp::acceptor caller_acceptor;
   RoutingTable routes;
   RoutingReader reader;  // the gateway runs on one thread, so one reader serves all sessions
   std::uint64_t next_connection_id = 1;
   bool stopping = false;
-  absl::flat_hash_map<std::uint64_t, std::weak_ptr<ServiceSession>> services;
-  absl::flat_hash_map<std::uint64_t, std::weak_ptr<CallerSession>> callers;
+  // The sessions, owned here; each removes itself when its connection closes. (Their connections'
+  // handlers hold them weakly, so nothing else keeps them alive.)
+  absl::flat_hash_map<std::uint64_t, std::shared_ptr<ServiceSession>> services;
+  absl::flat_hash_map<std::uint64_t, std::shared_ptr<CallerSession>> callers;
 };
 
 using State = Gateway::State;
@@ -111,9 +114,10 @@ using State = Gateway::State;
 // What both kinds of session share: the connection, the HELLO deadline, heartbeats.
 class Session {
  public:
-  Session(std::shared_ptr<State> state, std::shared_ptr<FramedConnection> connection,
-          std::uint64_t id, absl::Duration hello_timeout, absl::Duration heartbeat_interval)
-      : state_(std::move(state)),
+  // `state` owns the session and outlives it.
+  Session(State* state, std::shared_ptr<FramedConnection> connection, std::uint64_t id,
+          absl::Duration hello_timeout, absl::Duration heartbeat_interval)
+      : state_(state),
         connection_(std::move(connection)),
         id_(id),
         hello_timeout_(hello_timeout),
@@ -259,6 +263,16 @@ class Session {
     ack.set_max_concurrent_streams(MaxStreams());
     ack.set_gateway_id(state_->options.config.gateway_id);
     (void)connection_->Send(FrameType::kHelloAck, 0, CorrelationId{}, ack);
+    accepted_ = true;
+    state_->metrics().ConnectionOpened(Role());
+  }
+
+  // Reports the close of an accepted connection to the metrics.
+  void CountClose() {
+    if (accepted_) {
+      accepted_ = false;
+      state_->metrics().ConnectionClosed(Role());
+    }
   }
 
   // Sends HELLO_ACK refusing the peer, and closes.
@@ -275,8 +289,9 @@ class Session {
   }
 
   virtual std::uint32_t MaxStreams() const = 0;
+  virtual const char* Role() const = 0;
 
-  std::shared_ptr<State> state_;
+  State* state_;
   std::shared_ptr<FramedConnection> connection_;
   std::uint64_t id_;
   absl::Duration hello_timeout_;
@@ -286,6 +301,7 @@ class Session {
   absl::Time last_received_;
   std::uint64_t heartbeat_sequence_ = 0;
   bool hello_done_ = false;
+  bool accepted_ = false;
   bool closed_ = false;
 };
 
@@ -304,7 +320,11 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
             self->OnFrame(frame);
           }
         },
-        [self = shared_from_this()](const absl::Status& reason) { self->OnClosed(reason); });
+        [weak](const absl::Status& reason) {
+          if (auto self = weak.lock()) {
+            self->OnClosed(reason);  // `self` keeps it alive while it removes itself
+          }
+        });
   }
 
   // A frame of the response stream for the caller's call `caller_id`, forwarded as it came.
@@ -322,6 +342,15 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
       return;
     }
     if (flags & runtime::kFlagFinal) {
+      absl::StatusCode code = absl::StatusCode::kOk;
+      if (flags & runtime::kFlagError) {
+        // Only the final frame's envelope is read, for its status code; bodies never are.
+        v1::Response response;
+        code = response.ParseFromArray(payload.data(), static_cast<int>(payload.size()))
+                   ? static_cast<absl::StatusCode>(response.code())
+                   : absl::StatusCode::kUnknown;
+      }
+      state_->metrics().CallFinished(it->second.method, code, absl::Now() - it->second.started);
       EndCall(it);
     }
   }
@@ -343,6 +372,8 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     std::shared_ptr<Instance> instance;
     CorrelationId service_id{};
     std::unique_ptr<asio::steady_timer> deadline;
+    std::string method;
+    absl::Time started;
     bool request_done = false;
   };
   using Calls = absl::flat_hash_map<CorrelationId, Call, CorrelationIdHash>;
@@ -365,6 +396,7 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
   std::uint32_t MaxStreams() const override {
     return state_->options.config.limits.max_in_flight_per_caller_connection;
   }
+  const char* Role() const override { return "caller"; }
 
   void OnFrame(const FrameView& frame) {
     if (!Screen(frame)) {
@@ -411,6 +443,15 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     calls_.erase(it);
   }
 
+  // Refuses a call before it reaches a service, and counts it. A method no service registers is
+  // counted as "(unknown)", so that callers cannot grow the metrics without bound.
+  void Reject(const CorrelationId& id, const std::string& method, const absl::Status& status) {
+    const bool known = state_->reader.Get().methods.contains(method);
+    state_->metrics().CallFinished(known ? method : "(unknown)", status.code(),
+                                   absl::ZeroDuration());
+    Answer(id, status);
+  }
+
   // Answers a call that never reached a service with a final error RESPONSE.
   void Answer(const CorrelationId& id, const absl::Status& status) {
     v1::Response response;
@@ -422,6 +463,7 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
 
   void OnClosed(const absl::Status& reason) {
     StopTimers();
+    CountClose();
     for (auto& [id, call] : calls_) {
       CancelService(call, absl::CancelledError("the caller disconnected"));
       if (call.deadline) {
@@ -456,7 +498,11 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
             self->OnFrame(frame);
           }
         },
-        [self = shared_from_this()](const absl::Status& reason) { self->OnClosed(reason); });
+        [weak](const absl::Status& reason) {
+          if (auto self = weak.lock()) {
+            self->OnClosed(reason);  // `self` keeps it alive while it removes itself
+          }
+        });
   }
 
   // Opens a stream for a caller's call and sends its first REQUEST frame. Returns the stream's
@@ -554,6 +600,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
   std::uint32_t MaxStreams() const override {
     return state_->options.config.limits.max_in_flight_per_service_connection;
   }
+  const char* Role() const override { return "service"; }
 
   void OnPeerGoaway() override {
     if (instance_) {
@@ -621,6 +668,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
 
   void OnClosed(const absl::Status& reason) {
     StopTimers();
+    CountClose();
     // Removed from the routing table exactly once, by the connection that registered.
     if (instance_ != nullptr && state_->routes.Remove(id_)) {
       instance_->healthy = false;
@@ -673,41 +721,45 @@ void CallerSession::OnRequest(const FrameView& frame) {
     return;
   }
   if (request.method().empty()) {
-    Answer(id, absl::InvalidArgumentError("the first REQUEST of a call must name its method"));
+    Reject(id, request.method(),
+           absl::InvalidArgumentError("the first REQUEST of a call must name its method"));
     return;
   }
   const auto& limits = state_->options.config.limits;
   if (calls_.size() >= limits.max_in_flight_per_caller_connection) {
-    Answer(id, absl::ResourceExhaustedError(
-                   absl::StrCat("this connection already has ", calls_.size(),
-                                " calls in flight, the limit (MaxInFlightPerCallerConnection)")));
+    Reject(id, request.method(),
+           absl::ResourceExhaustedError(
+               absl::StrCat("this connection already has ", calls_.size(),
+                            " calls in flight, the limit (MaxInFlightPerCallerConnection)")));
     return;
   }
   if (absl::Status allowed =
           state_->options.config.caller_policy.Check(connection_->peer(), request.method());
       !allowed.ok()) {
-    Answer(id, allowed);
+    Reject(id, request.method(), allowed);
     return;
   }
   absl::StatusOr<std::shared_ptr<Instance>> picked = state_->reader.Pick(request.method(), region_);
   if (!picked.ok()) {
-    Answer(id, picked.status());
+    Reject(id, request.method(), picked.status());
     return;
   }
   std::shared_ptr<Instance> instance = *std::move(picked);
   std::shared_ptr<ServiceSession> service = instance->session.lock();
   if (service == nullptr) {
-    Answer(id, absl::UnavailableError(absl::StrCat("instance \"", instance->instance_id,
-                                                   "\" of service \"", instance->service_name,
-                                                   "\" is disconnecting")));
+    Reject(id, request.method(),
+           absl::UnavailableError(absl::StrCat("instance \"", instance->instance_id,
+                                               "\" of service \"", instance->service_name,
+                                               "\" is disconnecting")));
     return;
   }
   if (instance->outstanding.load(std::memory_order_relaxed) >=
       static_cast<std::int64_t>(limits.max_in_flight_per_service_connection)) {
-    Answer(id, absl::ResourceExhaustedError(absl::StrCat(
-                   "instance \"", instance->instance_id, "\" of service \"", instance->service_name,
-                   "\" has ", limits.max_in_flight_per_service_connection,
-                   " calls in flight, the limit (MaxInFlightPerServiceConnection)")));
+    Reject(id, request.method(),
+           absl::ResourceExhaustedError(absl::StrCat(
+               "instance \"", instance->instance_id, "\" of service \"", instance->service_name,
+               "\" has ", limits.max_in_flight_per_service_connection,
+               " calls in flight, the limit (MaxInFlightPerServiceConnection)")));
     return;
   }
 
@@ -737,7 +789,7 @@ void CallerSession::OnRequest(const FrameView& frame) {
   absl::StatusOr<CorrelationId> service_id =
       service->OpenStream(weak_from_this(), id, request, frame.header.flags);
   if (!service_id.ok()) {
-    Answer(id, absl::ResourceExhaustedError(service_id.status().message()));
+    Reject(id, request.method(), absl::ResourceExhaustedError(service_id.status().message()));
     return;
   }
   instance->outstanding.fetch_add(1, std::memory_order_relaxed);
@@ -746,6 +798,8 @@ void CallerSession::OnRequest(const FrameView& frame) {
   call.instance = instance;
   call.service_id = *service_id;
   call.request_done = frame.header.final();
+  call.method = request.method();
+  call.started = absl::Now();
   call.deadline = std::make_unique<asio::steady_timer>(state_->io);
   call.deadline->expires_after(absl::ToChronoMicroseconds(timeout));
   call.deadline->async_wait([weak = weak_from_this(), id, timeout](boost::system::error_code ec) {
@@ -787,6 +841,8 @@ void CallerSession::FailCall(const CorrelationId& caller_id, const absl::Status&
   if (cancel_service) {
     CancelService(it->second, status);
   }
+  state_->metrics().CallFinished(it->second.method, status.code(),
+                                 absl::Now() - it->second.started);
   EndCall(it);
   Answer(caller_id, status);
 }
@@ -802,6 +858,7 @@ asio::awaitable<void> Welcome(std::shared_ptr<State> state,
   if (!handshake.ok()) {
     spdlog::warn("TLS handshake with {} failed [{}]: {}", connection->remote_address(),
                  runtime::FailureLabelOf(handshake), std::string(handshake.message()));
+    state->metrics().HandshakeFailed(runtime::FailureLabelOf(handshake));
     co_return;
   }
   if (state->stopping) {
@@ -809,8 +866,8 @@ asio::awaitable<void> Welcome(std::shared_ptr<State> state,
     co_return;
   }
   const std::uint64_t id = state->next_connection_id++;
-  auto session = std::make_shared<SessionType>(state, connection, id, tls.tls.handshake_timeout,
-                                               tls.heartbeat_interval);
+  auto session = std::make_shared<SessionType>(state.get(), connection, id,
+                                               tls.tls.handshake_timeout, tls.heartbeat_interval);
   if constexpr (std::is_same_v<SessionType, ServiceSession>) {
     state->services[id] = session;
   } else {
@@ -876,6 +933,9 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(asio::io_context& io,
   if (options.config.callers.has_value() && !options.caller_tls) {
     return absl::InvalidArgumentError("no TLS source for the caller listener");
   }
+  if (options.metrics == nullptr) {
+    options.metrics = std::make_shared<GatewayMetrics>();
+  }
   auto state = std::make_shared<State>(io, std::move(options));
   const GatewayConfig& config = state->options.config;
   if (absl::Status status = Listen(state->service_acceptor, config.services, "services");
@@ -909,15 +969,14 @@ Gateway::~Gateway() {
   boost::system::error_code ignored;
   state_->service_acceptor.close(ignored);
   state_->caller_acceptor.close(ignored);
-  for (auto& [id, weak] : state_->callers) {
-    if (auto session = weak.lock()) {
-      session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
-    }
+  // Copies: a close may complete at once and remove its session from the map.
+  auto callers = state_->callers;
+  auto services = state_->services;
+  for (auto& [id, session] : callers) {
+    session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
   }
-  for (auto& [id, weak] : state_->services) {
-    if (auto session = weak.lock()) {
-      session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
-    }
+  for (auto& [id, session] : services) {
+    session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
   }
 }
 
@@ -935,6 +994,8 @@ std::uint16_t Gateway::caller_port() const {
 }
 
 const RoutingTable& Gateway::routes() const { return state_->routes; }
+
+GatewayMetrics& Gateway::metrics() const { return state_->metrics(); }
 
 std::size_t Gateway::service_connections() const { return state_->services.size(); }
 

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "gateway/gateway_config.h"
+#include "gateway/metrics.h"
 #include "gateway/routing_table.h"
 #include "runtime/tls/tls_context.h"
 
@@ -28,6 +29,8 @@ struct GatewayOptions {
   TlsSource service_tls;
   // Required when config.callers is set.
   TlsSource caller_tls;
+  // Where the gateway counts what it does; one is made when null.
+  std::shared_ptr<GatewayMetrics> metrics;
 };
 
 class Gateway {
@@ -50,6 +53,8 @@ class Gateway {
 
   // The routing table (for /routes and tests).
   const RoutingTable& routes() const;
+
+  GatewayMetrics& metrics() const;
 
   // Number of open connections by role, after their handshake (for metrics and tests).
   std::size_t service_connections() const;

@@ -3,11 +3,16 @@
 // yet), so each test controls exactly what crosses the wire.
 #include "gateway/gateway.h"
 
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "gateway/admin_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/framed_connection.h"
@@ -436,6 +441,90 @@ TEST_F(GatewayTest, ResponseForAStreamNeverOpenedIsAViolation) {
   EXPECT_THAT(Parse<v1::Goaway>(service->Of(FrameType::kGoaway).front()).reason(),
               HasSubstr("RESPONSE for a stream the gateway never opened"));
   EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+// GET `path` from the admin server on `port`; the whole HTTP response as text.
+boost::asio::awaitable<std::string> HttpRequest(std::uint16_t port, std::string request) {
+  namespace asio = boost::asio;
+  asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+  co_await socket.async_connect({asio::ip::make_address("127.0.0.1"), port}, asio::use_awaitable);
+  co_await asio::async_write(socket, asio::buffer(request), asio::use_awaitable);
+  std::string response;
+  boost::system::error_code ec;
+  co_await asio::async_read(socket, asio::dynamic_buffer(response),
+                            asio::redirect_error(asio::use_awaitable, ec));
+  co_return response;  // ends at EOF: the server closes after one response
+}
+
+TEST_F(GatewayTest, AdminEndpoints) {
+  StartGateway();
+  bool ready = false;
+  AdminSources sources;
+  sources.ready = [&ready] {
+    return ready ? absl::OkStatus() : absl::UnavailableError("certificates not loaded");
+  };
+  sources.metrics = [this] { return gateway_->metrics().Serialize(); };
+  sources.routes = [this] { return RoutesJson(*gateway_->routes().Snapshot()); };
+  AdminConfig config;
+  config.port = 0;
+  auto admin = AdminServer::Start(loop_.io(), config, sources);
+  ASSERT_THAT(admin, IsOk());
+  const std::uint16_t port = (*admin)->port();
+  auto get = [&](const std::string& path) {
+    return loop_.Run(HttpRequest(port, "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+  };
+
+  auto service = Service(pki_.client, "greeter", "eu");
+  auto caller = Caller();
+  ASSERT_THAT(
+      caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1), Request(kSayHello, "x")),
+      IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal,
+                                        service->Of(FrameType::kRequest)[0].id, v1::Response()),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+
+  EXPECT_THAT(get("/healthz"), HasSubstr("200 OK"));
+  EXPECT_THAT(get("/readyz"), HasSubstr("503 Service Unavailable"));
+  EXPECT_THAT(get("/readyz"), HasSubstr("not ready: certificates not loaded"));
+  ready = true;
+  EXPECT_THAT(get("/readyz"), HasSubstr("200 OK"));
+
+  const std::string routes = get("/routes");
+  EXPECT_THAT(routes, HasSubstr("application/json"));
+  EXPECT_THAT(routes, HasSubstr("\"service\":\"greeter\",\"instance\":\"greeter-1\","
+                                "\"region\":\"eu\""));
+  EXPECT_THAT(routes, HasSubstr("{\"method\":\"greeter.v1.Greeter/Chat\",\"kind\":"
+                                "\"CALL_KIND_BIDI_STREAMING\"}"));
+
+  const std::string metrics = get("/metrics");
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_requests_total{code=\"OK\","
+                                 "method=\"greeter.v1.Greeter/SayHello\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_connections{role=\"service\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_connections{role=\"caller\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_request_duration_seconds_count"));
+
+  EXPECT_THAT(get("/nope"), HasSubstr("404 Not Found"));
+  EXPECT_THAT(loop_.Run(HttpRequest(port,
+                                    "POST /routes HTTP/1.1\r\nHost: x\r\n"
+                                    "Content-Length: 0\r\n\r\n")),
+              HasSubstr("405 Method Not Allowed"));
+}
+
+TEST_F(GatewayTest, UnknownMethodsShareOneMetricsLabel) {
+  StartGateway();
+  auto caller = Caller();
+  for (std::uint8_t i = 1; i <= 3; ++i) {
+    ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(i),
+                                         Request("random.v1.X/M" + std::to_string(i), "")),
+                IsOk());
+  }
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 3));
+  const std::string metrics = gateway_->metrics().Serialize();
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_requests_total{code=\"NOT_FOUND\","
+                                 "method=\"(unknown)\"} 3"));
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("random.v1.X")));
 }
 
 TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {
