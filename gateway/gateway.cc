@@ -355,6 +355,8 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     }
   }
 
+  std::size_t calls_in_flight() const { return calls_.size(); }
+
   // A WINDOW_UPDATE from the service for `caller_id`.
   void DeliverWindowUpdate(const CorrelationId& caller_id, std::span<const std::uint8_t> payload) {
     if (calls_.contains(caller_id)) {
@@ -726,6 +728,11 @@ void CallerSession::OnRequest(const FrameView& frame) {
     return;
   }
   const auto& limits = state_->options.config.limits;
+  if (state_->stopping) {
+    Reject(id, request.method(),
+           absl::UnavailableError("the gateway is draining: send the call to another gateway"));
+    return;
+  }
   if (calls_.size() >= limits.max_in_flight_per_caller_connection) {
     Reject(id, request.method(),
            absl::ResourceExhaustedError(
@@ -964,20 +971,73 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(asio::io_context& io,
   return std::unique_ptr<Gateway>(new Gateway(std::move(state)));
 }
 
+namespace {
+
+// Closes every session's connection (copies first: a close may remove a session at once).
+void CloseAll(State& state, const absl::Status& why) {
+  auto callers = state.callers;
+  auto services = state.services;
+  for (auto& [id, session] : callers) {
+    session->connection().Close(why);
+  }
+  for (auto& [id, session] : services) {
+    session->connection().Close(why);
+  }
+}
+
+// Checks every 20 ms whether the calls in flight are done or the drain deadline has passed.
+void WatchDrain(const std::shared_ptr<State>& state,
+                const std::shared_ptr<asio::steady_timer>& timer, absl::Time deadline,
+                const std::function<void()>& done) {
+  std::size_t in_flight = 0;
+  for (const auto& [id, session] : state->callers) {
+    in_flight += session->calls_in_flight();
+  }
+  if (in_flight == 0 || absl::Now() >= deadline) {
+    if (in_flight > 0) {
+      spdlog::warn("drain deadline passed with {} call(s) still in flight; closing", in_flight);
+    }
+    CloseAll(*state, absl::UnavailableError("the gateway shut down"));
+    done();
+    return;
+  }
+  timer->expires_after(std::chrono::milliseconds(20));
+  timer->async_wait([state, timer, deadline, done](boost::system::error_code ec) {
+    if (!ec) {
+      WatchDrain(state, timer, deadline, done);
+    }
+  });
+}
+
+}  // namespace
+
 Gateway::~Gateway() {
   state_->stopping = true;
   boost::system::error_code ignored;
   state_->service_acceptor.close(ignored);
   state_->caller_acceptor.close(ignored);
-  // Copies: a close may complete at once and remove its session from the map.
-  auto callers = state_->callers;
-  auto services = state_->services;
-  for (auto& [id, session] : callers) {
-    session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
+  CloseAll(*state_, absl::UnavailableError("the gateway is shutting down"));
+}
+
+void Gateway::Drain(absl::Duration timeout, std::function<void()> done) {
+  state_->stopping = true;
+  boost::system::error_code ignored;
+  state_->service_acceptor.close(ignored);
+  state_->caller_acceptor.close(ignored);
+  v1::Goaway goaway;
+  goaway.set_code(0);
+  goaway.set_reason("the gateway is shutting down");
+  goaway.set_drain_timeout_ms(static_cast<std::uint32_t>(absl::ToInt64Milliseconds(timeout)));
+  for (auto& [id, session] : state_->callers) {
+    (void)session->connection().Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
   }
-  for (auto& [id, session] : services) {
-    session->connection().Close(absl::UnavailableError("the gateway is shutting down"));
+  for (auto& [id, session] : state_->services) {
+    (void)session->connection().Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
   }
+  spdlog::info("draining: {} caller and {} service connection(s), deadline {}",
+               state_->callers.size(), state_->services.size(), absl::FormatDuration(timeout));
+  WatchDrain(state_, std::make_shared<asio::steady_timer>(state_->io), absl::Now() + timeout,
+             std::move(done));
 }
 
 std::uint16_t Gateway::service_port() const {

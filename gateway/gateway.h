@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "gateway/gateway_config.h"
 #include "gateway/metrics.h"
 #include "gateway/routing_table.h"
@@ -55,6 +56,11 @@ class Gateway {
   const RoutingTable& routes() const;
 
   GatewayMetrics& metrics() const;
+
+  // Graceful shutdown: stops accepting, tells every peer GOAWAY with `timeout` as the drain
+  // deadline, refuses new calls with UNAVAILABLE, lets calls in flight finish until `timeout`,
+  // then closes every connection and calls `done` (on the io_context).
+  void Drain(absl::Duration timeout, std::function<void()> done);
 
   // Number of open connections by role, after their handshake (for metrics and tests).
   std::size_t service_connections() const;

@@ -527,6 +527,43 @@ TEST_F(GatewayTest, UnknownMethodsShareOneMetricsLabel) {
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr("random.v1.X")));
 }
 
+TEST_F(GatewayTest, DrainLetsCallsInFlightFinishThenCloses) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1),
+                                       Request(kSayHello, "in flight", 60'000'000)),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+  bool drained = false;
+  gateway_->Drain(absl::Seconds(5), [&drained] { drained = true; });
+
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kGoaway));
+  ASSERT_TRUE(WaitFor(*service, FrameType::kGoaway));
+  v1::Goaway goaway = Parse<v1::Goaway>(caller->Of(FrameType::kGoaway).front());
+  EXPECT_EQ(goaway.code(), 0);
+  EXPECT_EQ(goaway.drain_timeout_ms(), 5000u);
+
+  // New calls are refused; the one in flight still completes.
+  ASSERT_THAT(
+      caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(2), Request(kSayHello, "late")),
+      IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  EXPECT_EQ(caller->Of(FrameType::kResponse)[0].id, Id(2));
+  EXPECT_THAT(Parse<v1::Response>(caller->Of(FrameType::kResponse)[0]).message(),
+              HasSubstr("the gateway is draining"));
+  EXPECT_FALSE(drained);
+  v1::Response done;
+  done.set_body("finished");
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal,
+                                        service->Of(FrameType::kRequest)[0].id, done),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 2));
+  EXPECT_EQ(Parse<v1::Response>(caller->Of(FrameType::kResponse)[1]).body(), "finished");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return drained; }));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return caller->closed && service->closed; }));
+}
+
 TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {
   StartGateway();
   auto peer = Connect(frontend_, /*service=*/true);
