@@ -1019,7 +1019,7 @@ Gateway::~Gateway() {
   CloseAll(*state_, absl::UnavailableError("the gateway is shutting down"));
 }
 
-void Gateway::Drain(absl::Duration timeout, std::function<void()> done) {
+void Gateway::Drain(absl::Duration timeout, const std::function<void()>& done) {
   state_->stopping = true;
   boost::system::error_code ignored;
   state_->service_acceptor.close(ignored);
@@ -1036,8 +1036,7 @@ void Gateway::Drain(absl::Duration timeout, std::function<void()> done) {
   }
   spdlog::info("draining: {} caller and {} service connection(s), deadline {}",
                state_->callers.size(), state_->services.size(), absl::FormatDuration(timeout));
-  WatchDrain(state_, std::make_shared<asio::steady_timer>(state_->io), absl::Now() + timeout,
-             std::move(done));
+  WatchDrain(state_, std::make_shared<asio::steady_timer>(state_->io), absl::Now() + timeout, done);
 }
 
 std::uint16_t Gateway::service_port() const {

@@ -60,7 +60,7 @@ class Gateway {
   // Graceful shutdown: stops accepting, tells every peer GOAWAY with `timeout` as the drain
   // deadline, refuses new calls with UNAVAILABLE, lets calls in flight finish until `timeout`,
   // then closes every connection and calls `done` (on the io_context).
-  void Drain(absl::Duration timeout, std::function<void()> done);
+  void Drain(absl::Duration timeout, const std::function<void()>& done);
 
   // Number of open connections by role, after their handshake (for metrics and tests).
   std::size_t service_connections() const;
