@@ -46,9 +46,10 @@ asio::awaitable<absl::StatusOr<std::optional<std::string>>> Inbox::Read() {
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   }
   if (!messages_.empty()) {
-    std::string message = std::move(messages_.front());
+    Message message = std::move(messages_.front());
     messages_.pop_front();
-    co_return std::optional<std::string>(std::move(message));
+    Account(message.frame_bytes);
+    co_return std::optional<std::string>(std::move(message.bytes));
   }
   if (!status_.ok()) {
     co_return status_;
@@ -56,11 +57,32 @@ asio::awaitable<absl::StatusOr<std::optional<std::string>>> Inbox::Read() {
   co_return std::optional<std::string>();
 }
 
+asio::awaitable<absl::Status> SendWindow::Acquire(std::uint32_t bytes) {
+  while (available_ < static_cast<std::int64_t>(bytes) && closed_.ok()) {
+    boost::system::error_code ignored;
+    wake_.expires_at(asio::steady_timer::time_point::max());
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  if (!closed_.ok()) {
+    co_return closed_;
+  }
+  available_ -= bytes;
+  co_return absl::OkStatus();
+}
+
 struct ClientCall::State {
-  explicit State(const asio::any_io_executor& executor) : responses(executor) {}
+  State(const asio::any_io_executor& executor, std::uint32_t window)
+      : responses(executor), send_window(executor, window) {}
   CorrelationId id{};
   Inbox responses;
+  SendWindow send_window;
   bool send_closed = false;
+
+  // Ends the call on this side: no more sends, and `status` for the reader.
+  void End(const absl::Status& status) {
+    responses.End(status);
+    send_window.Close(status);
+  }
 };
 
 struct Channel::Impl {
@@ -68,6 +90,11 @@ struct Channel::Impl {
   absl::flat_hash_map<CorrelationId, std::shared_ptr<ClientCall::State>, IdHash> calls;
   std::uint64_t next_id = 1;
   std::optional<v1::HelloAck> ack;
+  // The initial window of every stream, from HELLO_ACK.
+  std::uint32_t window() const {
+    return ack.has_value() && ack->initial_stream_window() > 0 ? ack->initial_stream_window()
+                                                               : runtime::kDefaultMaxPayloadSize;
+  }
   asio::steady_timer hello_wake;
   bool closed = false;
 };
@@ -160,23 +187,33 @@ void Channel::OnFrame(const runtime::FrameView& frame) {
       }
       v1::Response response;
       if (!response.ParseFromArray(frame.payload.data(), size)) {
-        it->second->responses.End(
-            absl::InternalError("the gateway sent a RESPONSE that does not parse"));
+        it->second->End(absl::InternalError("the gateway sent a RESPONSE that does not parse"));
         impl_->calls.erase(it);
         return;
       }
+      const auto frame_bytes = static_cast<std::uint32_t>(size);
       if (response.has_body()) {
-        it->second->responses.Push(std::move(*response.mutable_body()));
+        it->second->responses.Push(std::move(*response.mutable_body()), frame_bytes);
+      } else {
+        it->second->responses.Consumed(frame_bytes);
       }
       if (frame.header.final()) {
-        it->second->responses.End(
+        it->second->End(
             absl::Status(static_cast<absl::StatusCode>(response.code()), response.message()));
         impl_->calls.erase(it);
       }
       return;
     }
+    case FrameType::kWindowUpdate: {
+      auto it = impl_->calls.find(frame.header.correlation_id);
+      v1::WindowUpdate update;
+      if (it != impl_->calls.end() && update.ParseFromArray(frame.payload.data(), size)) {
+        it->second->send_window.Grant(update.bytes());
+      }
+      return;
+    }
     default:
-      return;  // GOAWAY: the close follows; WINDOW_UPDATE: this side does not limit sends yet
+      return;  // GOAWAY: the close follows
   }
 }
 
@@ -184,7 +221,7 @@ void Channel::OnClosed(const absl::Status& reason) {
   impl_->closed = true;
   closed_reason_ = reason.ok() ? absl::UnavailableError("the channel was closed") : reason;
   for (auto& [id, call] : impl_->calls) {
-    call->responses.End(absl::UnavailableError(
+    call->End(absl::UnavailableError(
         absl::StrCat("the connection to the gateway closed: ", closed_reason_.message())));
   }
   impl_->calls.clear();
@@ -201,8 +238,18 @@ absl::StatusOr<std::unique_ptr<ClientCall>> Channel::Open(const std::string& met
     return absl::UnavailableError(
         absl::StrCat("the connection to the gateway is closed: ", closed_reason_.message()));
   }
-  auto state = std::make_shared<ClientCall::State>(connection_->executor());
+  auto state = std::make_shared<ClientCall::State>(connection_->executor(), impl_->window());
   state->id = IdFromCounter(impl_->next_id++);
+  std::weak_ptr<Channel> weak = weak_from_this();
+  state->responses.set_flow_control(impl_->window(), [weak, id = state->id](std::uint32_t bytes) {
+    auto self = weak.lock();
+    if (self == nullptr) {
+      return;
+    }
+    v1::WindowUpdate update;
+    update.set_bytes(bytes);
+    (void)self->connection_->Send(FrameType::kWindowUpdate, 0, id, update);
+  });
   v1::Request request;
   request.set_method(method);
   request.mutable_metadata()->insert(options.metadata.begin(), options.metadata.end());
@@ -213,6 +260,12 @@ absl::StatusOr<std::unique_ptr<ClientCall>> Channel::Open(const std::string& met
     request.set_body(std::move(*first));
   }
   const std::uint16_t flags = close_send ? runtime::kFlagFinal : 0;
+  // The opening frame always fits: a window is never smaller than the largest frame.
+  if (!state->send_window.TryAcquire(static_cast<std::uint32_t>(request.ByteSizeLong()))) {
+    return absl::ResourceExhaustedError(absl::StrCat("the first message of ", method,
+                                                     " is larger than the stream window of ",
+                                                     impl_->window(), " bytes"));
+  }
   if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, state->id, request);
       !sent.ok()) {
     return sent;
@@ -246,13 +299,18 @@ ClientCall::~ClientCall() {
   }
 }
 
-absl::Status ClientCall::Write(const std::string& message) {
+asio::awaitable<absl::Status> ClientCall::Write(std::string message) {
   if (state_->send_closed || state_->responses.ended()) {
-    return absl::FailedPreconditionError("the request stream of this call is closed");
+    co_return absl::FailedPreconditionError("the request stream of this call is closed");
   }
   v1::Request request;
-  request.set_body(message);
-  return channel_->connection_->Send(FrameType::kRequest, 0, state_->id, request);
+  request.set_body(std::move(message));
+  if (absl::Status room =
+          co_await state_->send_window.Acquire(static_cast<std::uint32_t>(request.ByteSizeLong()));
+      !room.ok()) {
+    co_return room;
+  }
+  co_return channel_->connection_->Send(FrameType::kRequest, 0, state_->id, request);
 }
 
 absl::Status ClientCall::CloseSend() {
@@ -279,7 +337,7 @@ void ClientCall::Cancel(const std::string& reason) {
   cancel.set_code(static_cast<int>(absl::StatusCode::kCancelled));
   cancel.set_reason(reason);
   (void)channel_->connection_->Send(FrameType::kCancel, 0, state_->id, cancel);
-  state_->responses.End(absl::CancelledError(reason));
+  state_->End(absl::CancelledError(reason));
   channel_->impl_->calls.erase(state_->id);
 }
 

@@ -45,8 +45,9 @@ class ClientCall {
   ClientCall(const ClientCall&) = delete;
   ClientCall& operator=(const ClientCall&) = delete;
 
-  // Sends a request message. FAILED_PRECONDITION after CloseSend or once the call ended.
-  absl::Status Write(const std::string& message);
+  // Sends a request message, waiting while the stream's flow-control window is full (the
+  // service reads slowly). FAILED_PRECONDITION after CloseSend; the call's status once it ended.
+  boost::asio::awaitable<absl::Status> Write(std::string message);
   // Ends the request stream (half-close).
   absl::Status CloseSend();
   // The next response message; std::nullopt at the end of a successful call; the call's error

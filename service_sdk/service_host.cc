@@ -44,6 +44,7 @@ bool IsFullMethodName(const std::string& method) {
 // What the host does to a call that its handler does not see.
 struct HostAccess {
   static Inbox& requests(ServerCall& call) { return call.requests_; }
+  static SendWindow& window(ServerCall& call) { return call.window_; }
   static std::optional<std::string>& response(ServerCall& call) { return call.response_; }
   static void set_send(ServerCall& call,
                        std::function<absl::Status(const v1::Response&, bool)> send) {
@@ -51,13 +52,18 @@ struct HostAccess {
   }
 };
 
-absl::Status ServerCall::Write(const std::string& message) {
+asio::awaitable<absl::Status> ServerCall::Write(std::string message) {
   if (context_.cancelled()) {
-    return context_.cancel_reason();
+    co_return context_.cancel_reason();
   }
   v1::Response response;
-  response.set_body(message);
-  return send_(response, /*final=*/false);
+  response.set_body(std::move(message));
+  if (absl::Status room =
+          co_await window_.Acquire(static_cast<std::uint32_t>(response.ByteSizeLong()));
+      !room.ok()) {
+    co_return room;
+  }
+  co_return send_(response, /*final=*/false);
 }
 
 // One gateway: its connection (while there is one) and the calls it brought.
@@ -69,6 +75,7 @@ struct Link {
   std::shared_ptr<FramedConnection> connection;
   absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, IdHash> calls;
   asio::steady_timer wake;  // wakes the link's loop: connection closed, backoff cut short
+  std::uint32_t window = runtime::kDefaultMaxPayloadSize;  // from HELLO_ACK
   bool registered = false;
   bool closed = true;
   absl::Status refusal;     // set when the gateway refused the HELLO
@@ -93,13 +100,17 @@ namespace {
 
 using Impl = ServiceHost::Impl;
 
-// Sends the final RESPONSE of a call (unless it was cancelled) and forgets it.
-void FinishCall(Link& link, const CorrelationId& id, const absl::Status& status) {
-  auto it = link.calls.find(id);
-  if (it == link.calls.end()) {
-    return;  // cancelled, or the connection went away
+// Sends the final RESPONSE of a call (unless it was cancelled), within its window, and forgets
+// it.
+asio::awaitable<void> FinishCall(std::shared_ptr<Link> link_ptr, CorrelationId id,
+                                 absl::Status status) {
+  Link& link = *link_ptr;
+  auto found = link.calls.find(id);
+  if (found == link.calls.end()) {
+    co_return;  // cancelled, or the connection went away
   }
-  ServerCall& call = *it->second;
+  std::shared_ptr<ServerCall> call_ptr = found->second;
+  ServerCall& call = *call_ptr;
   v1::Response response;
   response.set_code(static_cast<int>(status.code()));
   response.set_message(std::string(status.message()));
@@ -109,6 +120,12 @@ void FinishCall(Link& link, const CorrelationId& id, const absl::Status& status)
   std::uint16_t flags = runtime::kFlagFinal;
   if (!status.ok()) {
     flags |= runtime::kFlagError;
+  }
+  const absl::Status room = co_await HostAccess::window(call).Acquire(
+      static_cast<std::uint32_t>(response.ByteSizeLong()));
+  auto it = link.calls.find(id);
+  if (!room.ok() || it == link.calls.end() || it->second != call_ptr) {
+    co_return;  // cancelled while waiting for window
   }
   if (link.connection) {
     (void)link.connection->Send(FrameType::kResponse, flags, id, response);
@@ -132,7 +149,7 @@ asio::awaitable<void> RunHandler(std::shared_ptr<ServiceHost> /*host*/, Impl* im
                                               " threw a non-standard exception"));
   }
   --impl->calls_in_flight;
-  FinishCall(*link, id, status);
+  co_await FinishCall(link, id, status);
 }
 
 void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
@@ -143,10 +160,13 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
     link->connection->Close(absl::InvalidArgumentError("the gateway sent a malformed REQUEST"));
     return;
   }
+  const auto frame_bytes = static_cast<std::uint32_t>(frame.payload.size());
   auto existing = link->calls.find(id);
   if (existing != link->calls.end()) {
     if (request.has_body()) {
-      HostAccess::requests(*existing->second).Push(std::move(*request.mutable_body()));
+      HostAccess::requests(*existing->second).Push(std::move(*request.mutable_body()), frame_bytes);
+    } else {
+      HostAccess::requests(*existing->second).Consumed(frame_bytes);
     }
     if (frame.header.final()) {
       HostAccess::requests(*existing->second).End(absl::OkStatus());
@@ -173,8 +193,17 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
           ? absl::Now() + absl::Microseconds(static_cast<std::int64_t>(request.timeout_us()))
           : absl::InfiniteFuture();
   auto call = std::make_shared<ServerCall>(
-      CallContext(request.method(), std::move(metadata), deadline), impl->executor);
+      CallContext(request.method(), std::move(metadata), deadline), impl->executor, link->window);
   std::weak_ptr<Link> weak_link = link;
+  HostAccess::requests(*call).set_flow_control(link->window, [weak_link, id](std::uint32_t bytes) {
+    auto alive = weak_link.lock();
+    if (alive == nullptr || alive->connection == nullptr) {
+      return;
+    }
+    v1::WindowUpdate update;
+    update.set_bytes(bytes);
+    (void)alive->connection->Send(FrameType::kWindowUpdate, 0, id, update);
+  });
   HostAccess::set_send(*call,
                        [weak_link, id](const v1::Response& response, bool final) -> absl::Status {
                          auto alive = weak_link.lock();
@@ -185,7 +214,9 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
                              FrameType::kResponse, final ? runtime::kFlagFinal : 0, id, response);
                        });
   if (request.has_body()) {
-    HostAccess::requests(*call).Push(std::move(*request.mutable_body()));
+    HostAccess::requests(*call).Push(std::move(*request.mutable_body()), frame_bytes);
+  } else {
+    HostAccess::requests(*call).Consumed(frame_bytes);
   }
   if (frame.header.final()) {
     HostAccess::requests(*call).End(absl::OkStatus());
@@ -211,6 +242,9 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
         return;
       }
       link->registered = true;
+      if (ack.initial_stream_window() > 0) {
+        link->window = ack.initial_stream_window();
+      }
       spdlog::info("service {} registered with gateway {} at {}:{}", impl->options.service_name,
                    ack.gateway_id(), link->address.host, link->address.port);
       return;
@@ -230,7 +264,16 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
                              cancel.reason());
       it->second->context().Cancel(why);
       HostAccess::requests(*it->second).End(why);
+      HostAccess::window(*it->second).Close(why);
       link->calls.erase(it);  // nothing more is sent for it
+      return;
+    }
+    case FrameType::kWindowUpdate: {
+      auto it = link->calls.find(frame.header.correlation_id);
+      v1::WindowUpdate update;
+      if (it != link->calls.end() && update.ParseFromArray(frame.payload.data(), size)) {
+        HostAccess::window(*it->second).Grant(update.bytes());
+      }
       return;
     }
     case FrameType::kHeartbeat: {
@@ -242,7 +285,7 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
       return;
     }
     default:
-      return;  // GOAWAY: the close follows; WINDOW_UPDATE: sends are not limited yet
+      return;  // GOAWAY: the close follows
   }
 }
 
@@ -283,6 +326,7 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
         for (auto& [id, call] : alive->calls) {
           call->context().Cancel(lost);
           HostAccess::requests(*call).End(lost);
+          HostAccess::window(*call).Close(lost);
         }
         alive->calls.clear();
         alive->wake.cancel();

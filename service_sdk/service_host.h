@@ -24,8 +24,9 @@ namespace stella::sdk {
 // One incoming call, seen from its handler. Lives on the host's executor.
 class ServerCall {
  public:
-  ServerCall(CallContext context, const boost::asio::any_io_executor& executor)
-      : context_(std::move(context)), requests_(executor) {}
+  ServerCall(CallContext context, const boost::asio::any_io_executor& executor,
+             std::uint32_t window)
+      : context_(std::move(context)), requests_(executor), window_(executor, window) {}
 
   CallContext& context() { return context_; }
   // The next request message; std::nullopt at the end of the request stream; CANCELLED (or the
@@ -33,8 +34,9 @@ class ServerCall {
   boost::asio::awaitable<absl::StatusOr<std::optional<std::string>>> Read() {
     co_return co_await requests_.Read();
   }
-  // Streams a response message now (server and bidirectional streaming).
-  absl::Status Write(const std::string& message);
+  // Streams a response message (server and bidirectional streaming), waiting while the stream's
+  // flow-control window is full because the caller reads slowly. The call's status if it ended.
+  boost::asio::awaitable<absl::Status> Write(std::string message);
   // Sets the single response message of a unary or client-streaming call; it travels in the
   // final frame with the status.
   void SetResponse(std::string message) { response_ = std::move(message); }
@@ -43,6 +45,7 @@ class ServerCall {
   friend struct HostAccess;  // the host's side of a call (service_host.cc)
   CallContext context_;
   Inbox requests_;
+  SendWindow window_;
   std::optional<std::string> response_;
   // Set by the host: how to send a RESPONSE frame for this call.
   std::function<absl::Status(const router::v1::Response&, bool final)> send_;

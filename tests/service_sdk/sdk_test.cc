@@ -63,7 +63,7 @@ asio::awaitable<absl::Status> Count(ServerCall& call) {
   }
   const int n = std::stoi(request->value_or("0"));
   for (int i = 1; i <= n; ++i) {
-    if (absl::Status written = call.Write(std::to_string(i)); !written.ok()) {
+    if (absl::Status written = co_await call.Write(std::to_string(i)); !written.ok()) {
       co_return written;
     }
   }
@@ -97,10 +97,31 @@ asio::awaitable<absl::Status> Shout(ServerCall& call) {
     if (!message->has_value()) {
       co_return absl::OkStatus();
     }
-    if (absl::Status written = call.Write(absl::AsciiStrToUpper(**message)); !written.ok()) {
+    if (absl::Status written = co_await call.Write(absl::AsciiStrToUpper(**message));
+        !written.ok()) {
       co_return written;
     }
   }
+}
+
+// Server streaming of "N:size": N messages of `size` bytes; counts the writes that completed.
+int g_flood_writes = 0;
+asio::awaitable<absl::Status> Flood(ServerCall& call) {
+  absl::StatusOr<std::optional<std::string>> request = co_await call.Read();
+  if (!request.ok()) {
+    co_return request.status();
+  }
+  const std::string spec = request->value_or("0:0");
+  const int n = std::stoi(spec.substr(0, spec.find(':')));
+  const std::size_t size = std::stoul(spec.substr(spec.find(':') + 1));
+  for (int i = 0; i < n; ++i) {
+    std::string message(size, static_cast<char>('a' + i % 26));
+    if (absl::Status written = co_await call.Write(std::move(message)); !written.ok()) {
+      co_return written;
+    }
+    ++g_flood_writes;
+  }
+  co_return absl::OkStatus();
 }
 
 // Never answers: waits (bounded) until the call is cancelled, and records that it was.
@@ -154,6 +175,9 @@ class SdkTest : public ::testing::Test {
 
   void StartGateway(std::uint16_t service_port = 0) {
     gateway::GatewayConfig config;
+    // Small frames and windows, so flow control shows with little data.
+    config.services.max_payload_size = 64 * 1024;
+    config.limits.stream_window_bytes = 128 * 1024;
     config.gateway_id = "gw-sdk-test";
     config.services.listen_address = "127.0.0.1";
     config.services.port = service_port;
@@ -191,6 +215,9 @@ class SdkTest : public ::testing::Test {
         host->Register(Endpoint("test.v1.Texts/Shout", v1::CALL_KIND_BIDI_STREAMING), Shout),
         IsOk());
     EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
+    EXPECT_THAT(
+        host->Register(Endpoint("test.v1.Texts/Flood", v1::CALL_KIND_SERVER_STREAMING), Flood),
+        IsOk());
     host->Start();
     return host;
   }
@@ -266,7 +293,7 @@ TEST_F(SdkTest, StreamingKinds) {
   auto join = channel->Open("test.v1.Texts/Join", {}, std::nullopt, /*close_send=*/false);
   ASSERT_THAT(join, IsOk());
   for (const char* part : {"a", "b", "c"}) {
-    ASSERT_THAT((*join)->Write(part), IsOk());
+    ASSERT_THAT(loop_.Run((*join)->Write(part)), IsOk());
   }
   ASSERT_THAT((*join)->CloseSend(), IsOk());
   auto [joined, join_status] = loop_.Run(ReadAll(join->get()));
@@ -275,11 +302,40 @@ TEST_F(SdkTest, StreamingKinds) {
 
   auto shout = channel->Open("test.v1.Texts/Shout", {}, std::string("hey"), /*close_send=*/false);
   ASSERT_THAT(shout, IsOk());
-  ASSERT_THAT((*shout)->Write("you"), IsOk());
+  ASSERT_THAT(loop_.Run((*shout)->Write("you")), IsOk());
   ASSERT_THAT((*shout)->CloseSend(), IsOk());
   auto [shouted, shout_status] = loop_.Run(ReadAll(shout->get()));
   EXPECT_THAT(shout_status, IsOk());
   EXPECT_THAT(shouted, ElementsAre("HEY", "YOU"));
+}
+
+TEST_F(SdkTest, SlowStreamReaderStallsOnlyItsOwnStream) {
+  g_flood_writes = 0;
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  // 200 messages of 16 KiB (3.2 MB) into a 128 KiB window, and nobody reads them yet.
+  auto flood = channel->Open("test.v1.Texts/Flood", {}, std::string("200:16384"), true);
+  ASSERT_THAT(flood, IsOk());
+  ASSERT_TRUE(loop_.PumpUntil([] { return g_flood_writes >= 5; }));
+  loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(100));
+  EXPECT_LE(g_flood_writes, 8) << "the handler wrote past the stream window";
+
+  // Meanwhile the same service connection serves 100 unary calls normally.
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", std::to_string(i))), IsOk());
+  }
+  EXPECT_LE(g_flood_writes, 8);
+
+  // Reading the stream lets the handler finish; every message arrives, in order.
+  auto [messages, status] = loop_.Run(ReadAll(flood->get()));
+  EXPECT_THAT(status, IsOk());
+  ASSERT_EQ(messages.size(), 200u);
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    ASSERT_EQ(messages[i], std::string(16384, static_cast<char>('a' + i % 26))) << i;
+  }
+  EXPECT_EQ(g_flood_writes, 200);
 }
 
 TEST_F(SdkTest, DeadlineReachesBothSides) {
