@@ -69,12 +69,16 @@ asio::awaitable<absl::Status> ServerCall::Write(std::string message) {
 // One gateway: its connection (while there is one) and the calls it brought.
 struct Link {
   explicit Link(GatewayAddress address_in, const asio::any_io_executor& executor)
-      : address(std::move(address_in)), wake(executor) {}
+      : address(std::move(address_in)), wake(executor), heartbeat(executor) {}
 
   GatewayAddress address;
   std::shared_ptr<FramedConnection> connection;
   absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, IdHash> calls;
   asio::steady_timer wake;  // wakes the link's loop: connection closed, backoff cut short
+  asio::steady_timer heartbeat;
+  absl::Duration heartbeat_interval = absl::ZeroDuration();  // from HELLO_ACK
+  absl::Time last_received;
+  std::uint64_t heartbeat_sequence = 0;
   std::uint32_t window = runtime::kDefaultMaxPayloadSize;  // from HELLO_ACK
   bool registered = false;
   bool closed = true;
@@ -91,6 +95,7 @@ struct ServiceHost::Impl {
   absl::flat_hash_map<std::string, std::pair<v1::Endpoint, Handler>> handlers;
   std::vector<std::shared_ptr<Link>> links;
   std::size_t calls_in_flight = 0;
+  std::size_t calls_handled = 0;
   std::size_t connection_attempts = 0;
   bool stopping = false;
   std::minstd_rand rng{std::random_device{}()};
@@ -99,6 +104,33 @@ struct ServiceHost::Impl {
 namespace {
 
 using Impl = ServiceHost::Impl;
+
+// Sends a heartbeat every interval and closes a gateway that has been silent for three (a network
+// path that went quiet without closing): the host then reconnects.
+void StartHeartbeats(const std::shared_ptr<Link>& link) {
+  if (link->heartbeat_interval <= absl::ZeroDuration()) {
+    return;
+  }
+  link->heartbeat.expires_after(absl::ToChronoMilliseconds(link->heartbeat_interval));
+  link->heartbeat.async_wait([weak = std::weak_ptr<Link>(link)](boost::system::error_code ec) {
+    auto alive = weak.lock();
+    if (ec || alive == nullptr || alive->closed || alive->connection == nullptr) {
+      return;
+    }
+    const absl::Duration silent = absl::Now() - alive->last_received;
+    if (silent > 3 * alive->heartbeat_interval) {
+      alive->connection->Close(absl::UnavailableError(
+          absl::StrCat("the gateway sent nothing for ", absl::FormatDuration(silent),
+                       " (three heartbeat intervals)")));
+      return;
+    }
+    v1::Heartbeat heartbeat;
+    heartbeat.set_sequence(++alive->heartbeat_sequence);
+    heartbeat.set_send_time_unix_us(absl::ToUnixMicros(absl::Now()));
+    (void)alive->connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
+    StartHeartbeats(alive);
+  });
+}
 
 // Sends the final RESPONSE of a call (unless it was cancelled), within its window, and forgets
 // it.
@@ -149,6 +181,7 @@ asio::awaitable<void> RunHandler(std::shared_ptr<ServiceHost> /*host*/, Impl* im
                                               " threw a non-standard exception"));
   }
   --impl->calls_in_flight;
+  ++impl->calls_handled;
   co_await FinishCall(link, id, status);
 }
 
@@ -229,6 +262,7 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
 void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
              const std::shared_ptr<Link>& link, const runtime::FrameView& frame) {
   const int size = static_cast<int>(frame.payload.size());
+  link->last_received = absl::Now();
   switch (frame.header.type) {
     case FrameType::kHelloAck: {
       v1::HelloAck ack;
@@ -245,6 +279,8 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
       if (ack.initial_stream_window() > 0) {
         link->window = ack.initial_stream_window();
       }
+      link->heartbeat_interval = absl::Milliseconds(ack.heartbeat_interval_ms());
+      StartHeartbeats(link);
       spdlog::info("service {} registered with gateway {} at {}:{}", impl->options.service_name,
                    ack.gateway_id(), link->address.host, link->address.port);
       return;
@@ -301,6 +337,7 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
     co_return;
   }
   link->connection = *connection;
+  link->last_received = absl::Now();
   link->closed = false;
   link->registered = false;
   link->refusal = absl::OkStatus();
@@ -321,6 +358,7 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
         }
         alive->closed = true;
         alive->last_error = reason;
+        alive->heartbeat.cancel();
         const absl::Status lost = absl::UnavailableError(
             absl::StrCat("the connection to the gateway closed: ", reason.message()));
         for (auto& [id, call] : alive->calls) {
@@ -451,5 +489,7 @@ std::size_t ServiceHost::registered_gateways() const {
 std::size_t ServiceHost::calls_in_flight() const { return impl_->calls_in_flight; }
 
 std::size_t ServiceHost::connection_attempts() const { return impl_->connection_attempts; }
+
+std::size_t ServiceHost::calls_handled() const { return impl_->calls_handled; }
 
 }  // namespace stella::sdk

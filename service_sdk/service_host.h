@@ -95,6 +95,8 @@ class ServiceHost : public std::enable_shared_from_this<ServiceHost> {
   std::size_t registered_gateways() const;
   // Connection attempts made so far, over all gateways.
   std::size_t connection_attempts() const;
+  // Calls whose handler has finished, since Start.
+  std::size_t calls_handled() const;
   // Handler coroutines currently running.
   std::size_t calls_in_flight() const;
 

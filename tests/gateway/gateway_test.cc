@@ -37,6 +37,7 @@ using runtime::tls::TlsContext;
 using runtime::tls::TlsOptions;
 using runtime::tls::TlsRole;
 using ::stella::testing::IsOk;
+using ::stella::testing::StatusIs;
 using ::stella::testing::TempDir;
 using ::stella::testing::TestLoop;
 using ::stella::testing::TestPki;
@@ -107,7 +108,8 @@ class GatewayTest : public ::testing::Test {
   }
 
   void StartGateway(absl::Duration hello_timeout = absl::Seconds(5),
-                    std::uint32_t caller_limit = 1024) {
+                    std::uint32_t caller_limit = 1024,
+                    absl::Duration heartbeat = absl::Seconds(10)) {
     TlsOptions options;
     options.role = TlsRole::kServer;
     auto tls = *TlsContext::Create(options, Creds(pki_.server, CertificateUsage::kServer), Trust());
@@ -116,7 +118,7 @@ class GatewayTest : public ::testing::Test {
     config.services.listen_address = "127.0.0.1";
     config.services.port = 0;
     config.services.tls.handshake_timeout = hello_timeout;
-    config.services.heartbeat_interval = absl::Seconds(10);
+    config.services.heartbeat_interval = heartbeat;
     config.callers = config.services;
     config.limits.max_in_flight_per_caller_connection = caller_limit;
     GatewayOptions gateway_options;
@@ -562,6 +564,18 @@ TEST_F(GatewayTest, DrainLetsCallsInFlightFinishThenCloses) {
   EXPECT_EQ(Parse<v1::Response>(caller->Of(FrameType::kResponse)[1]).body(), "finished");
   ASSERT_TRUE(loop_.PumpUntil([&] { return drained; }));
   EXPECT_TRUE(loop_.PumpUntil([&] { return caller->closed && service->closed; }));
+}
+
+TEST_F(GatewayTest, SilentServiceIsDroppedAfterThreeHeartbeats) {
+  StartGateway(absl::Seconds(5), 1024, /*heartbeat=*/absl::Milliseconds(100));
+  auto service = Service(pki_.client, "greeter");  // a raw peer: it never answers heartbeats
+  ASSERT_EQ(gateway_->routes().Snapshot()->instances.size(), 1u);
+  ASSERT_TRUE(WaitFor(*service, FrameType::kHeartbeat));
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return service->closed.has_value(); }));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_THAT(*service->closed, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
 }
 
 TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {

@@ -13,6 +13,7 @@
 #include "gateway/gateway.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/async.h"
 #include "service_sdk/channel.h"
 #include "service_sdk/service_host.h"
 #include "tests/support/loopback.h"
@@ -137,6 +138,36 @@ asio::awaitable<absl::Status> Hang(ServerCall& call) {
     co_return call.context().cancel_reason();
   }
   co_return absl::OkStatus();
+}
+
+// A "gateway" that accepts HELLO, announcing 100 ms heartbeats, and then never sends a byte: a
+// network path that went quiet without closing.
+asio::awaitable<void> SilentGateway(asio::ip::tcp::acceptor* acceptor,
+                                    std::shared_ptr<const TlsContext> tls,
+                                    std::vector<std::shared_ptr<runtime::FramedConnection>>* kept) {
+  for (int i = 0; i < 3; ++i) {
+    boost::system::error_code ec;
+    auto socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      co_return;
+    }
+    auto connection = runtime::FramedConnection::FromAccepted(std::move(socket), tls, {});
+    if (!(co_await connection->Handshake()).ok()) {
+      continue;
+    }
+    runtime::FramedConnection* raw = connection.get();
+    connection->Start(
+        [raw](const runtime::FrameView& frame) {
+          if (frame.header.type == runtime::FrameType::kHello) {
+            v1::HelloAck ack;
+            ack.set_accepted(true);
+            ack.set_heartbeat_interval_ms(100);
+            (void)raw->Send(runtime::FrameType::kHelloAck, 0, runtime::CorrelationId{}, ack);
+          }
+        },
+        [](const absl::Status&) {});
+    kept->push_back(std::move(connection));
+  }
 }
 
 v1::Endpoint Endpoint(const std::string& method, v1::CallKind kind) {
@@ -338,6 +369,72 @@ TEST_F(SdkTest, SlowStreamReaderStallsOnlyItsOwnStream) {
   EXPECT_EQ(g_flood_writes, 200);
 }
 
+// Makes `count` unary calls to Echo at once and checks each answer matches its own request.
+asio::awaitable<int> ManyCalls(std::shared_ptr<Channel> channel, int first, int count,
+                               int* in_flight, int* peak) {
+  int correct = 0;
+  for (int i = first; i < first + count; ++i) {
+    ++*in_flight;
+    *peak = std::max(*peak, *in_flight);
+    absl::StatusOr<std::string> reply =
+        co_await channel->Call("test.v1.Texts/Echo", "n" + std::to_string(i));
+    --*in_flight;
+    if (reply.ok() &&
+        *reply == "echo: n" + std::to_string(i) + " from CN=frontend,O=Stella Tests") {
+      ++correct;
+    }
+  }
+  co_return correct;
+}
+
+TEST_F(SdkTest, TenThousandConcurrentCallsOverFourServicesNoneLostOrDuplicated) {
+  std::vector<std::shared_ptr<ServiceHost>> hosts;
+  hosts.reserve(4);
+  for (int i = 0; i < 4; ++i) {
+    hosts.push_back(StartService(pki_.client, "greeter"));
+  }
+  ASSERT_TRUE(loop_.PumpUntil([&] {
+    return std::all_of(hosts.begin(), hosts.end(),
+                       [](const auto& host) { return host->registered_gateways() == 1; });
+  }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  // 1,000 coroutines of 10 sequential calls each: up to 1,000 in flight at once, 10,000 in all.
+  constexpr int kWorkers = 1000;
+  constexpr int kCallsEach = 10;
+  int in_flight = 0;
+  int peak = 0;
+  std::vector<std::optional<int>> results(kWorkers);
+  for (int w = 0; w < kWorkers; ++w) {
+    loop_.Spawn(ManyCalls(channel, w * kCallsEach, kCallsEach, &in_flight, &peak), &results[w]);
+  }
+  ASSERT_TRUE(loop_.PumpUntil(
+      [&] {
+        return std::all_of(results.begin(), results.end(),
+                           [](const auto& r) { return r.has_value(); });
+      },
+      std::chrono::seconds(60)));
+  int correct = 0;
+  for (const auto& r : results) {
+    correct += *r;
+  }
+  EXPECT_EQ(correct, kWorkers * kCallsEach);
+  EXPECT_GE(peak, kWorkers / 2);
+  // Every service took part, and the gateway's books balance.
+  std::size_t handled = 0;
+  for (const auto& host : hosts) {
+    EXPECT_GT(host->calls_handled(), 0u);
+    handled += host->calls_handled();
+  }
+  EXPECT_EQ(handled, static_cast<std::size_t>(kWorkers * kCallsEach));
+  for (const auto& instance : gateway_->routes().Snapshot()->instances) {
+    EXPECT_EQ(instance->outstanding.load(), 0);
+  }
+  const std::string metrics = gateway_->metrics().Serialize();
+  EXPECT_THAT(metrics, HasSubstr("stella_gateway_requests_total{code=\"OK\","
+                                 "method=\"test.v1.Texts/Echo\"} 10000"));
+}
+
 TEST_F(SdkTest, DeadlineReachesBothSides) {
   g_cancellations_seen = 0;
   auto host = StartService(pki_.client, "greeter");
@@ -381,6 +478,30 @@ TEST_F(SdkTest, ServiceReregistersAfterTheGatewayRestarts) {
   auto channel = Connect();
   ASSERT_NE(channel, nullptr);
   EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "back")), IsOk());
+}
+
+TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
+  asio::ip::tcp::acceptor silent(loop_.io(), {asio::ip::make_address("127.0.0.1"), 0});
+  std::vector<std::shared_ptr<runtime::FramedConnection>> kept;
+  asio::co_spawn(loop_.io(), SilentGateway(&silent, server_tls_, &kept),
+                 runtime::LogCoroutineFailure("silent gateway"));
+  ServiceHostOptions options;
+  options.service_name = "greeter";
+  options.gateways = {{"127.0.0.1", silent.local_endpoint().port()}};
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  options.initial_reconnect_delay = absl::Milliseconds(20);
+  options.max_reconnect_delay = absl::Milliseconds(100);
+  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  // After three silent heartbeat intervals (300 ms) the host gives up on it and dials again.
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->connection_attempts() >= 2; }));
+  host->Shutdown();
+  for (auto& connection : kept) {
+    connection->Close(absl::OkStatus());
+  }
 }
 
 TEST_F(SdkTest, RefusedRegistrationIsNotRetriedInAHotLoop) {
