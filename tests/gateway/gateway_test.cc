@@ -108,8 +108,8 @@ class GatewayTest : public ::testing::Test {
   }
 
   void StartGateway(absl::Duration hello_timeout = absl::Seconds(5),
-                    std::uint32_t caller_limit = 1024,
-                    absl::Duration heartbeat = absl::Seconds(10)) {
+                    std::uint32_t caller_limit = 1024, absl::Duration heartbeat = absl::Seconds(10),
+                    CallerPolicy policy = {}) {
     TlsOptions options;
     options.role = TlsRole::kServer;
     auto tls = *TlsContext::Create(options, Creds(pki_.server, CertificateUsage::kServer), Trust());
@@ -121,6 +121,7 @@ class GatewayTest : public ::testing::Test {
     config.services.heartbeat_interval = heartbeat;
     config.callers = config.services;
     config.limits.max_in_flight_per_caller_connection = caller_limit;
+    config.caller_policy = std::move(policy);
     GatewayOptions gateway_options;
     gateway_options.config = std::move(config);
     gateway_options.service_tls = [tls] { return tls; };
@@ -576,6 +577,24 @@ TEST_F(GatewayTest, SilentServiceIsDroppedAfterThreeHeartbeats) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
   EXPECT_THAT(*service->closed, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+TEST_F(GatewayTest, CallerPolicyDeniesWithAReason) {
+  CallerPolicy policy;
+  ASSERT_THAT(policy.Add("cn:frontend", {"greeter.v1.Greeter/Chat"}), IsOk());
+  StartGateway(absl::Seconds(5), 1024, absl::Seconds(10), std::move(policy));
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(
+      caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1), Request(kSayHello, "x")),
+      IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  v1::Response response = Parse<v1::Response>(caller->Of(FrameType::kResponse).front());
+  EXPECT_EQ(response.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(response.message(), HasSubstr("caller CN=frontend,O=Stella Tests (CN=frontend,O="
+                                            "Stella Tests) may not call "
+                                            "greeter.v1.Greeter/SayHello"));
+  EXPECT_TRUE(service->Of(FrameType::kRequest).empty());
 }
 
 TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {

@@ -504,6 +504,32 @@ TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
   }
 }
 
+TEST_F(SdkTest, TwoGatewaysOneGoesAwayCallsThroughTheOtherGoOn) {
+  std::unique_ptr<gateway::Gateway> first = std::move(gateway_);
+  StartGateway();
+  std::unique_ptr<gateway::Gateway> second = std::move(gateway_);
+  ServiceHostOptions options;
+  options.service_name = "greeter";
+  options.gateways = {{"127.0.0.1", first->service_port()}, {"127.0.0.1", second->service_port()}};
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  options.initial_reconnect_delay = absl::Milliseconds(20);
+  options.max_reconnect_delay = absl::Milliseconds(200);
+  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 2; }));
+
+  gateway_ = std::move(second);
+  auto channel = Connect();  // through the second gateway
+  ASSERT_NE(channel, nullptr);
+  first.reset();  // the first replica goes away
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "still here")), IsOk());
+  }
+}
+
 TEST_F(SdkTest, RefusedRegistrationIsNotRetriedInAHotLoop) {
   // The greeter certificate claims to be "billing": refused, and retried only after the maximum
   // delay (500 ms here) instead of the 20 ms backoff start, so 700 ms see at most two attempts.
