@@ -102,7 +102,8 @@ struct Channel::Impl {
 Channel::Channel(std::shared_ptr<runtime::FramedConnection> connection)
     : connection_(std::move(connection)), impl_(std::make_unique<Impl>(connection_->executor())) {}
 
-Channel::~Channel() = default;
+// Dropping the last reference closes the connection (its coroutines would otherwise keep it open).
+Channel::~Channel() { connection_->Close(absl::OkStatus()); }
 
 asio::awaitable<absl::StatusOr<std::shared_ptr<Channel>>> Channel::Connect(
     asio::any_io_executor executor, ChannelOptions options) {

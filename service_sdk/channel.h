@@ -73,6 +73,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   static boost::asio::awaitable<absl::StatusOr<std::shared_ptr<Channel>>> Connect(
       boost::asio::any_io_executor executor, ChannelOptions options);
 
+  // Closes the connection.
   ~Channel();
 
   // A unary call: one request, one response.

@@ -86,7 +86,8 @@ class ServiceHost : public std::enable_shared_from_this<ServiceHost> {
   // "package.Service/Method" or one registered twice.
   absl::Status Register(const router::v1::Endpoint& endpoint, Handler handler);
 
-  // Starts keeping a connection to every gateway.
+  // Starts keeping a connection to every gateway. The host keeps itself alive while it runs:
+  // call Shutdown to stop it.
   void Start();
   // Stops taking calls, cancels those in flight and closes the connections.
   void Shutdown();
