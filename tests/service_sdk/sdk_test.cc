@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "runtime/async.h"
 #include "service_sdk/channel.h"
+#include "service_sdk/service_config.h"
 #include "service_sdk/service_host.h"
 #include "tests/support/loopback.h"
 #include "tests/support/status_matchers.h"
@@ -528,6 +529,61 @@ TEST_F(SdkTest, TwoGatewaysOneGoesAwayCallsThroughTheOtherGoOn) {
   for (int i = 0; i < 10; ++i) {
     EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "still here")), IsOk());
   }
+}
+
+TEST_F(SdkTest, ServiceConfiguredFromATlsClientSection) {
+  const std::string cert = dir_.Write("svc/greeter.crt", TestPki::Pem(pki_.client));
+  const std::string key = dir_.Write("svc/greeter.key", TestPki::KeyPem(pki_.client, "pw"));
+  const std::string ca = dir_.Write("svc/ca.crt", TestPki::Pem(pki_.root));
+  const std::string yaml =
+      "TlsClient:\n"
+      "  GatewayHost: 127.0.0.1\n"
+      "  GatewayPort: " +
+      std::to_string(gateway_->service_port()) +
+      "\n"
+      "  ClientCertificatePath: " +
+      cert +
+      "\n"
+      "  ClientCertificateKeyPath: " +
+      key +
+      "\n"
+      "  ClientCertificatePassword: ${KEY_PASSWORD}\n"
+      "  ExpectedServerName: localhost\n"
+      "  ServerCaCertificatePath: " +
+      ca +
+      "\n"
+      "  Region: eu-west\n"
+      "  ServiceVersion: 1.2.3\n";
+  auto file = runtime::ConfigFile::Parse(yaml, "service.yaml", [](const std::string& name) {
+    return name == "KEY_PASSWORD" ? std::optional<std::string>("pw") : std::nullopt;
+  });
+  ASSERT_THAT(file, IsOk());
+  auto section = file->root().Section("TlsClient");
+  ASSERT_THAT(section, IsOk());
+  auto config = runtime::tls::ParseTlsClientConfig(**section, /*dev_mode=*/false);
+  ASSERT_THAT(config, IsOk());
+  auto setup = SetUpService(*config, "greeter");
+  ASSERT_THAT(setup, IsOk());
+  auto host = ServiceHost::Create(loop_.executor(), setup->options);
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  const auto instances = gateway_->routes().Snapshot()->instances;
+  ASSERT_EQ(instances.size(), 1u);
+  EXPECT_EQ(instances[0]->region, "eu-west");
+  EXPECT_EQ(instances[0]->version, "1.2.3");
+  host->Shutdown();
+}
+
+TEST_F(SdkTest, SetUpRefusesAnUnusableCertificate) {
+  runtime::tls::TlsClientConfig config;
+  config.gateway_host = "127.0.0.1";
+  config.certificate.certificate_path = dir_.Write("bad.crt", TestPki::Pem(pki_.client));
+  config.certificate.key_path = dir_.Write("bad.key", TestPki::KeyPem(pki_.server));
+  config.tls.trust.ca_path = dir_.Write("ca.crt", TestPki::Pem(pki_.root));
+  EXPECT_THAT(SetUpService(config, "greeter"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("the private key does not match the certificate")));
 }
 
 TEST_F(SdkTest, RefusedRegistrationIsNotRetriedInAHotLoop) {

@@ -1,0 +1,31 @@
+// Wiring a `TlsClient:` configuration section into a ServiceHost: the certificate provider (so
+// the service's certificate rotates without a restart) and the host options.
+#ifndef STELLA_SERVICE_SDK_SERVICE_CONFIG_H_
+#define STELLA_SERVICE_SDK_SERVICE_CONFIG_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/tls/certificate_provider.h"
+#include "runtime/tls/tls_config.h"
+#include "service_sdk/service_host.h"
+
+namespace stella::sdk {
+
+struct ServiceSetup {
+  // Owns the service's TLS snapshots; must outlive the host built from `options`.
+  std::unique_ptr<runtime::tls::CertificateProvider> provider;
+  ServiceHostOptions options;
+};
+
+// Starts the certificate provider for `config` (failing, with the loader's sentence, when the
+// certificate or the gateway's CA cannot be loaded) and fills ServiceHostOptions: the gateway
+// (GatewayHost:GatewayPort), region and version, reconnect delays, handshake timeout, and a TLS
+// source that always takes the provider's current snapshot.
+absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& config,
+                                          std::string service_name);
+
+}  // namespace stella::sdk
+
+#endif  // STELLA_SERVICE_SDK_SERVICE_CONFIG_H_
