@@ -35,39 +35,6 @@ constexpr int kMissedHeartbeats = 3;
 constexpr char kReservedPrefix[] = "stella-";
 constexpr char kCallerIdentityKey[] = "stella-caller-identity";
 
-struct CorrelationIdHash {
-  std::size_t operator()(const CorrelationId& id) const {
-    std::uint64_t a = 0;
-    std::uint64_t b = 0;
-    std::memcpy(&a, id.data(), 8);
-    std::memcpy(&b, id.data() + 8, 8);
-    return absl::Hash<std::pair<std::uint64_t, std::uint64_t>>()({a, b});
-  }
-};
-
-// The gateway's own stream ids on a service connection: a counter in the last 8 bytes.
-CorrelationId IdFromCounter(std::uint64_t n) {
-  CorrelationId id{};
-  for (int i = 0; i < 8; ++i) {
-    id[15 - i] = static_cast<std::uint8_t>(n >> (8 * i));
-  }
-  return id;
-}
-
-// The counter of an id made by IdFromCounter; 0 for any other id.
-std::uint64_t CounterFromId(const CorrelationId& id) {
-  for (int i = 0; i < 8; ++i) {
-    if (id[i] != 0) {
-      return 0;
-    }
-  }
-  std::uint64_t n = 0;
-  for (int i = 8; i < 16; ++i) {
-    n = (n << 8) | id[i];
-  }
-  return n;
-}
-
 bool IsConnectionLevelType(FrameType type) {
   return type == FrameType::kHello || type == FrameType::kHelloAck ||
          type == FrameType::kHeartbeat || type == FrameType::kGoaway;
@@ -144,6 +111,9 @@ class Session {
   std::string PeerName() const { return IdentityName(connection_->peer()); }
 
  protected:
+  template <typename SessionType>
+  friend void StartSession(const std::shared_ptr<SessionType>& session);
+
   // Validates the frame's shape common to both roles and handles HELLO ordering, heartbeats and
   // GOAWAY. Returns true if the frame is for the subclass to handle.
   bool Screen(const FrameView& frame) {
@@ -305,27 +275,34 @@ class Session {
   bool closed_ = false;
 };
 
+// Starts a session: the HELLO deadline, then the connection with handlers that hold the session
+// weakly (the gateway state owns it).
+template <typename SessionType>
+void StartSession(const std::shared_ptr<SessionType>& session) {
+  session->StartHelloTimer(session);
+  std::weak_ptr<SessionType> weak = session;
+  session->connection().Start(
+      [weak](const FrameView& frame) {
+        if (auto self = weak.lock()) {
+          self->OnFrame(frame);
+        }
+      },
+      [weak](const absl::Status& reason) {
+        if (auto self = weak.lock()) {
+          self->OnClosed(reason);  // `self` keeps it alive while it removes itself
+        }
+      });
+}
+
 // The gateway's side of one caller connection: the calls it opened, each bound to a service
 // stream.
 class CallerSession : public Session, public std::enable_shared_from_this<CallerSession> {
  public:
+  template <typename SessionType>
+  friend void StartSession(const std::shared_ptr<SessionType>& session);
   using Session::Session;
 
-  void Start() {
-    StartHelloTimer(shared_from_this());
-    std::weak_ptr<CallerSession> weak = shared_from_this();
-    connection_->Start(
-        [weak](const FrameView& frame) {
-          if (auto self = weak.lock()) {
-            self->OnFrame(frame);
-          }
-        },
-        [weak](const absl::Status& reason) {
-          if (auto self = weak.lock()) {
-            self->OnClosed(reason);  // `self` keeps it alive while it removes itself
-          }
-        });
-  }
+  void Start() { StartSession(shared_from_this()); }
 
   // A frame of the response stream for the caller's call `caller_id`, forwarded as it came.
   void DeliverResponse(const CorrelationId& caller_id, std::span<const std::uint8_t> payload,
@@ -378,7 +355,7 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     absl::Time started;
     bool request_done = false;
   };
-  using Calls = absl::flat_hash_map<CorrelationId, Call, CorrelationIdHash>;
+  using Calls = absl::flat_hash_map<CorrelationId, Call, runtime::CorrelationIdHash>;
 
   void OnHello(const v1::Hello& hello) override {
     if (hello.role() != v1::ROLE_CALLER) {
@@ -489,30 +466,18 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
 // opened on it.
 class ServiceSession : public Session, public std::enable_shared_from_this<ServiceSession> {
  public:
+  template <typename SessionType>
+  friend void StartSession(const std::shared_ptr<SessionType>& session);
   using Session::Session;
 
-  void Start() {
-    StartHelloTimer(shared_from_this());
-    std::weak_ptr<ServiceSession> weak = shared_from_this();
-    connection_->Start(
-        [weak](const FrameView& frame) {
-          if (auto self = weak.lock()) {
-            self->OnFrame(frame);
-          }
-        },
-        [weak](const absl::Status& reason) {
-          if (auto self = weak.lock()) {
-            self->OnClosed(reason);  // `self` keeps it alive while it removes itself
-          }
-        });
-  }
+  void Start() { StartSession(shared_from_this()); }
 
   // Opens a stream for a caller's call and sends its first REQUEST frame. Returns the stream's
   // id on this connection.
   absl::StatusOr<CorrelationId> OpenStream(std::weak_ptr<CallerSession> caller,
                                            const CorrelationId& caller_id,
                                            const v1::Request& request, std::uint16_t flags) {
-    const CorrelationId id = IdFromCounter(next_stream_++);
+    const CorrelationId id = runtime::CorrelationIdFromCounter(next_stream_++);
     if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, id, request);
         !sent.ok()) {
       return sent;
@@ -623,7 +588,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     const CorrelationId& id = frame.header.correlation_id;
     auto it = streams_.find(id);
     if (it == streams_.end()) {
-      const std::uint64_t n = CounterFromId(id);
+      const std::uint64_t n = runtime::CounterFromCorrelationId(id);
       if (n == 0 || n >= next_stream_) {
         GoAway(absl::StatusCode::kInvalidArgument,
                absl::StrCat(runtime::FrameTypeName(frame.header.type),
@@ -690,7 +655,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
                  reason.ok() ? std::string("gateway shutdown") : std::string(reason.message()));
   }
 
-  using Streams = absl::flat_hash_map<CorrelationId, Stream, CorrelationIdHash>;
+  using Streams = absl::flat_hash_map<CorrelationId, Stream, runtime::CorrelationIdHash>;
   std::shared_ptr<Instance> instance_;
   Streams streams_;
   std::uint64_t next_stream_ = 1;

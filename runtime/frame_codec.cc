@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/message_lite.h"
 
@@ -91,6 +92,35 @@ const char* FrameTypeName(FrameType type) {
 
 bool IsConnectionLevel(const CorrelationId& id) {
   return std::all_of(id.begin(), id.end(), [](std::uint8_t b) { return b == 0; });
+}
+
+CorrelationId CorrelationIdFromCounter(std::uint64_t n) {
+  CorrelationId id{};
+  for (int i = 0; i < 8; ++i) {
+    id[15 - i] = static_cast<std::uint8_t>(n >> (8 * i));
+  }
+  return id;
+}
+
+std::uint64_t CounterFromCorrelationId(const CorrelationId& id) {
+  for (int i = 0; i < 8; ++i) {
+    if (id[i] != 0) {
+      return 0;
+    }
+  }
+  std::uint64_t n = 0;
+  for (int i = 8; i < 16; ++i) {
+    n = (n << 8) | id[i];
+  }
+  return n;
+}
+
+std::size_t CorrelationIdHash::operator()(const CorrelationId& id) const {
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  std::memcpy(&a, id.data(), 8);
+  std::memcpy(&b, id.data() + 8, 8);
+  return absl::Hash<std::pair<std::uint64_t, std::uint64_t>>()({a, b});
 }
 
 void EncodeFrameHeader(const FrameHeader& header, std::span<std::uint8_t, kFrameHeaderSize> out) {

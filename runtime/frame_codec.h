@@ -59,6 +59,16 @@ using CorrelationId = std::array<std::uint8_t, kCorrelationIdSize>;
 // Returns true if every byte of `id` is zero (the id of connection-level frames).
 bool IsConnectionLevel(const CorrelationId& id);
 
+// The recommended stream id: `n` big-endian in the last 8 bytes, the first 8 zero.
+CorrelationId CorrelationIdFromCounter(std::uint64_t n);
+// The counter of an id made by CorrelationIdFromCounter; 0 for any other id.
+std::uint64_t CounterFromCorrelationId(const CorrelationId& id);
+
+// Hash for CorrelationId keys in hash maps.
+struct CorrelationIdHash {
+  std::size_t operator()(const CorrelationId& id) const;
+};
+
 // The decoded fields of a frame header.
 struct FrameHeader {
   FrameType type = FrameType::kHeartbeat;

@@ -17,21 +17,6 @@ namespace v1 = ::stella::router::v1;
 using runtime::CorrelationId;
 using runtime::FrameType;
 
-struct IdHash {
-  std::size_t operator()(const CorrelationId& id) const {
-    return absl::Hash<absl::string_view>()(
-        absl::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
-  }
-};
-
-CorrelationId IdFromCounter(std::uint64_t n) {
-  CorrelationId id{};
-  for (int i = 0; i < 8; ++i) {
-    id[15 - i] = static_cast<std::uint8_t>(n >> (8 * i));
-  }
-  return id;
-}
-
 }  // namespace
 
 std::string CallContext::caller_identity() const {
@@ -87,7 +72,8 @@ struct ClientCall::State {
 
 struct Channel::Impl {
   explicit Impl(const asio::any_io_executor& executor) : hello_wake(executor) {}
-  absl::flat_hash_map<CorrelationId, std::shared_ptr<ClientCall::State>, IdHash> calls;
+  absl::flat_hash_map<CorrelationId, std::shared_ptr<ClientCall::State>, runtime::CorrelationIdHash>
+      calls;
   std::uint64_t next_id = 1;
   std::optional<v1::HelloAck> ack;
   // The initial window of every stream, from HELLO_ACK.
@@ -240,7 +226,7 @@ absl::StatusOr<std::unique_ptr<ClientCall>> Channel::Open(const std::string& met
         absl::StrCat("the connection to the gateway is closed: ", closed_reason_.message()));
   }
   auto state = std::make_shared<ClientCall::State>(connection_->executor(), impl_->window());
-  state->id = IdFromCounter(impl_->next_id++);
+  state->id = runtime::CorrelationIdFromCounter(impl_->next_id++);
   std::weak_ptr<Channel> weak = weak_from_this();
   state->responses.set_flow_control(impl_->window(), [weak, id = state->id](std::uint32_t bytes) {
     auto self = weak.lock();

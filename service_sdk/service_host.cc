@@ -21,13 +21,6 @@ using runtime::CorrelationId;
 using runtime::FramedConnection;
 using runtime::FrameType;
 
-struct IdHash {
-  std::size_t operator()(const CorrelationId& id) const {
-    return absl::Hash<absl::string_view>()(
-        absl::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
-  }
-};
-
 std::string RandomInstanceId() {
   std::random_device device;
   return absl::StrCat(absl::Hex(device()), "-", absl::Hex(device()));
@@ -73,7 +66,7 @@ struct Link {
 
   GatewayAddress address;
   std::shared_ptr<FramedConnection> connection;
-  absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, IdHash> calls;
+  absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, runtime::CorrelationIdHash> calls;
   asio::steady_timer wake;  // wakes the link's loop: connection closed, backoff cut short
   asio::steady_timer heartbeat;
   absl::Duration heartbeat_interval = absl::ZeroDuration();  // from HELLO_ACK

@@ -486,6 +486,18 @@ TEST(FrameCodecTest, ConnectionLevelIdIsAllZero) {
   EXPECT_FALSE(IsConnectionLevel(id));
 }
 
+TEST(FrameCodecTest, CounterIdsRoundTripAndOtherIdsAreNotCounters) {
+  const CorrelationId id = CorrelationIdFromCounter(0x0102030405060708ull);
+  EXPECT_EQ(id[0], 0);
+  EXPECT_EQ(id[8], 0x01);
+  EXPECT_EQ(id[15], 0x08);
+  EXPECT_EQ(CounterFromCorrelationId(id), 0x0102030405060708ull);
+  CorrelationId other = id;
+  other[3] = 0xFF;
+  EXPECT_EQ(CounterFromCorrelationId(other), 0u);
+  EXPECT_NE(CorrelationIdHash()(id), CorrelationIdHash()(other));
+}
+
 TEST(FrameCodecTest, FrameTypeNames) {
   EXPECT_STREQ(FrameTypeName(FrameType::kHelloAck), "HELLO_ACK");
   EXPECT_STREQ(FrameTypeName(FrameType::kWindowUpdate), "WINDOW_UPDATE");
