@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
 #include "runtime/framed_connection.h"
+#include "runtime/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
@@ -34,6 +35,45 @@ constexpr int kMissedHeartbeats = 3;
 // Metadata keys beginning with this are the gateway's to set; a caller's are dropped.
 constexpr char kReservedPrefix[] = "stella-";
 constexpr char kCallerIdentityKey[] = "stella-caller-identity";
+
+// The largest a stream's flow-control window may grow (docs/protocol.md, "Flow control").
+constexpr std::int64_t kMaxWindow = (std::int64_t{1} << 31) - 1;
+
+// The grant of a WINDOW_UPDATE payload; INVALID_ARGUMENT naming what is wrong with it.
+absl::StatusOr<std::uint32_t> ParseWindowUpdate(std::span<const std::uint8_t> payload) {
+  v1::WindowUpdate update;
+  if (!update.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return absl::InvalidArgumentError("WINDOW_UPDATE payload is not a valid WindowUpdate message");
+  }
+  if (update.bytes() == 0) {
+    return absl::InvalidArgumentError("WINDOW_UPDATE granting 0 bytes");
+  }
+  return update.bytes();
+}
+
+// Adds `grant` to a stream's send window; INVALID_ARGUMENT past the largest window.
+absl::Status Grow(std::int64_t& window, std::uint32_t grant) {
+  if (window + grant > kMaxWindow) {
+    return absl::InvalidArgumentError(absl::StrCat("WINDOW_UPDATE of ", grant,
+                                                   " bytes pushes a stream window of ", window,
+                                                   " bytes past the maximum of 2^31-1"));
+  }
+  window += grant;
+  return absl::OkStatus();
+}
+
+// Takes a stream frame of `bytes` from the window its sender had; RESOURCE_EXHAUSTED when the
+// sender ignored its window.
+absl::Status Consume(std::int64_t& window, FrameType type, std::size_t bytes) {
+  if (static_cast<std::int64_t>(bytes) > window) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(runtime::FrameTypeName(type), " of ", bytes,
+                     " bytes exceeds the stream's remaining flow-control window of ", window,
+                     " bytes; wait for WINDOW_UPDATE"));
+  }
+  window -= static_cast<std::int64_t>(bytes);
+  return absl::OkStatus();
+}
 
 bool IsConnectionLevelType(FrameType type) {
   return type == FrameType::kHello || type == FrameType::kHelloAck ||
@@ -106,6 +146,10 @@ class Session {
     spdlog::warn("closing connection {} with {} ({}): {}", id_, connection_->remote_address(),
                  PeerName(), reason);
     connection_->Close(absl::Status(code, reason));
+  }
+
+  void GoAway(const absl::Status& violation) {
+    GoAway(violation.code(), std::string(violation.message()));
   }
 
   std::string PeerName() const { return IdentityName(connection_->peer()); }
@@ -182,8 +226,8 @@ class Session {
         return;
       }
       self->GoAway(absl::StatusCode::kDeadlineExceeded,
-                   absl::StrCat("no HELLO within HandshakeTimeoutSeconds=",
-                                absl::ToInt64Seconds(self->hello_timeout_)));
+                   absl::StrCat("no HELLO within HandshakeTimeoutSeconds (",
+                                absl::FormatDuration(self->hello_timeout_), ")"));
     });
   }
 
@@ -334,11 +378,17 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
 
   std::size_t calls_in_flight() const { return calls_.size(); }
 
-  // A WINDOW_UPDATE from the service for `caller_id`.
-  void DeliverWindowUpdate(const CorrelationId& caller_id, std::span<const std::uint8_t> payload) {
-    if (calls_.contains(caller_id)) {
-      (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, caller_id, payload);
+  // A WINDOW_UPDATE from the service granting `grant` more request bytes on `caller_id`. An
+  // error (the window would overflow) is the service's violation.
+  absl::Status DeliverWindowUpdate(const CorrelationId& caller_id, std::uint32_t grant,
+                                   std::span<const std::uint8_t> payload) {
+    auto it = calls_.find(caller_id);
+    if (it == calls_.end()) {
+      return absl::OkStatus();
     }
+    STELLA_RETURN_IF_ERROR(Grow(it->second.request_window, grant));
+    (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, caller_id, payload);
+    return absl::OkStatus();
   }
 
   // Ends `caller_id` with `status` (a final RESPONSE with ERROR); optionally cancels the
@@ -353,6 +403,8 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     std::unique_ptr<asio::steady_timer> deadline;
     std::string method;
     absl::Time started;
+    // Request bytes the caller may still send before the service grants more.
+    std::int64_t request_window = 0;
     bool request_done = false;
   };
   using Calls = absl::flat_hash_map<CorrelationId, Call, runtime::CorrelationIdHash>;
@@ -398,9 +450,15 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
         }
         return;
       }
-      case FrameType::kWindowUpdate:
-        ForwardWindowUpdate(id, frame.payload);
+      case FrameType::kWindowUpdate: {
+        absl::StatusOr<std::uint32_t> grant = ParseWindowUpdate(frame.payload);
+        absl::Status forwarded =
+            grant.ok() ? ForwardWindowUpdate(id, *grant, frame.payload) : grant.status();
+        if (!forwarded.ok()) {
+          GoAway(forwarded);
+        }
         return;
+      }
       default:
         GoAway(absl::StatusCode::kInvalidArgument,
                absl::StrCat("a caller may not send ", runtime::FrameTypeName(frame.header.type),
@@ -409,7 +467,8 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
   }
 
   void OnRequest(const FrameView& frame);
-  void ForwardWindowUpdate(const CorrelationId& id, std::span<const std::uint8_t> payload);
+  absl::Status ForwardWindowUpdate(const CorrelationId& id, std::uint32_t grant,
+                                   std::span<const std::uint8_t> payload);
   void CancelService(Call& call, const absl::Status& why);
 
   void EndCall(Calls::iterator it) {
@@ -482,7 +541,8 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
         !sent.ok()) {
       return sent;
     }
-    streams_[id] = Stream{std::move(caller), caller_id};
+    streams_[id] =
+        Stream{std::move(caller), caller_id, state_->options.config.limits.stream_window_bytes};
     return id;
   }
 
@@ -495,10 +555,17 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     return connection_->SendBytes(FrameType::kRequest, flags, id, payload);
   }
 
-  void ForwardWindowUpdate(const CorrelationId& id, std::span<const std::uint8_t> payload) {
-    if (streams_.contains(id)) {
-      (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, id, payload);
+  // A WINDOW_UPDATE from the caller granting `grant` more response bytes on stream `id`. An
+  // error (the window would overflow) is the caller's violation.
+  absl::Status ForwardWindowUpdate(const CorrelationId& id, std::uint32_t grant,
+                                   std::span<const std::uint8_t> payload) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) {
+      return absl::OkStatus();
     }
+    STELLA_RETURN_IF_ERROR(Grow(it->second.response_window, grant));
+    (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, id, payload);
+    return absl::OkStatus();
   }
 
   // The caller is gone or out of time: tell the service to stop.
@@ -522,6 +589,8 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
   struct Stream {
     std::weak_ptr<CallerSession> caller;
     CorrelationId caller_id{};
+    // Response bytes the service may still send before the caller grants more.
+    std::int64_t response_window = 0;
   };
 
   void OnHello(const v1::Hello& hello) override {
@@ -600,6 +669,12 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     const CorrelationId caller_id = it->second.caller_id;
     switch (frame.header.type) {
       case FrameType::kResponse:
+        if (absl::Status fits =
+                Consume(it->second.response_window, frame.header.type, frame.payload.size());
+            !fits.ok()) {
+          GoAway(fits);
+          return;
+        }
         if (frame.header.final()) {
           streams_.erase(it);
         }
@@ -607,11 +682,17 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
           caller->DeliverResponse(caller_id, frame.payload, frame.header.flags);
         }
         return;
-      case FrameType::kWindowUpdate:
-        if (caller) {
-          caller->DeliverWindowUpdate(caller_id, frame.payload);
+      case FrameType::kWindowUpdate: {
+        absl::StatusOr<std::uint32_t> grant = ParseWindowUpdate(frame.payload);
+        absl::Status delivered = !grant.ok() ? grant.status()
+                                 : caller != nullptr
+                                     ? caller->DeliverWindowUpdate(caller_id, *grant, frame.payload)
+                                     : absl::OkStatus();
+        if (!delivered.ok()) {
+          GoAway(delivered);
         }
         return;
+      }
       case FrameType::kCancel: {
         streams_.erase(it);
         v1::Cancel cancel;
@@ -669,6 +750,11 @@ void CallerSession::OnRequest(const FrameView& frame) {
     if (call.request_done) {
       GoAway(absl::StatusCode::kInvalidArgument,
              "REQUEST on a stream whose request direction already ended with FINAL");
+      return;
+    }
+    if (absl::Status fits = Consume(call.request_window, frame.header.type, frame.payload.size());
+        !fits.ok()) {
+      GoAway(fits);
       return;
     }
     call.request_done = frame.header.final();
@@ -770,6 +856,8 @@ void CallerSession::OnRequest(const FrameView& frame) {
   call.instance = instance;
   call.service_id = *service_id;
   call.request_done = frame.header.final();
+  call.request_window = static_cast<std::int64_t>(limits.stream_window_bytes) -
+                        static_cast<std::int64_t>(frame.payload.size());
   call.method = request.method();
   call.started = absl::Now();
   call.deadline = std::make_unique<asio::steady_timer>(state_->io);
@@ -787,15 +875,16 @@ void CallerSession::OnRequest(const FrameView& frame) {
   calls_.emplace(id, std::move(call));
 }
 
-void CallerSession::ForwardWindowUpdate(const CorrelationId& id,
-                                        std::span<const std::uint8_t> payload) {
+absl::Status CallerSession::ForwardWindowUpdate(const CorrelationId& id, std::uint32_t grant,
+                                                std::span<const std::uint8_t> payload) {
   auto it = calls_.find(id);
   if (it == calls_.end()) {
-    return;  // may race with the end of the call
+    return absl::OkStatus();  // may race with the end of the call
   }
   if (auto service = it->second.service.lock()) {
-    service->ForwardWindowUpdate(it->second.service_id, payload);
+    return service->ForwardWindowUpdate(it->second.service_id, grant, payload);
   }
+  return absl::OkStatus();
 }
 
 void CallerSession::CancelService(Call& call, const absl::Status& why) {

@@ -107,9 +107,8 @@ class GatewayTest : public ::testing::Test {
     return *runtime::tls::LoadTrust(source);
   }
 
-  void StartGateway(absl::Duration hello_timeout = absl::Seconds(5),
-                    std::uint32_t caller_limit = 1024, absl::Duration heartbeat = absl::Seconds(10),
-                    CallerPolicy policy = {}) {
+  // Starts a gateway on free ports; `adjust` changes the test defaults first.
+  void StartGateway(const std::function<void(GatewayConfig&)>& adjust = nullptr) {
     TlsOptions options;
     options.role = TlsRole::kServer;
     auto tls = *TlsContext::Create(options, Creds(pki_.server, CertificateUsage::kServer), Trust());
@@ -117,11 +116,12 @@ class GatewayTest : public ::testing::Test {
     config.gateway_id = "gw-test";
     config.services.listen_address = "127.0.0.1";
     config.services.port = 0;
-    config.services.tls.handshake_timeout = hello_timeout;
-    config.services.heartbeat_interval = heartbeat;
+    config.services.tls.handshake_timeout = absl::Seconds(5);
+    config.services.heartbeat_interval = absl::Seconds(10);
     config.callers = config.services;
-    config.limits.max_in_flight_per_caller_connection = caller_limit;
-    config.caller_policy = std::move(policy);
+    if (adjust) {
+      adjust(config);
+    }
     GatewayOptions gateway_options;
     gateway_options.config = std::move(config);
     gateway_options.service_tls = [tls] { return tls; };
@@ -132,14 +132,15 @@ class GatewayTest : public ::testing::Test {
   }
 
   // Connects with `cert` to the service or caller listener and starts recording.
-  std::unique_ptr<Peer> Connect(const testing::MintedCert& cert, bool service) {
+  std::unique_ptr<Peer> Connect(const testing::MintedCert& cert, bool service,
+                                runtime::ConnectionOptions connection_options = {}) {
     TlsOptions options;
     options.role = TlsRole::kClient;
     options.expected_server_name = "localhost";
     auto tls = *TlsContext::Create(options, Creds(cert, CertificateUsage::kClient), Trust());
     auto connection = loop_.Run(FramedConnection::Connect(
         loop_.executor(), "127.0.0.1", service ? gateway_->service_port() : gateway_->caller_port(),
-        tls, {}));
+        tls, connection_options));
     EXPECT_THAT(connection, IsOk());
     auto peer = std::make_unique<Peer>();
     peer->connection = *connection;
@@ -182,8 +183,9 @@ class GatewayTest : public ::testing::Test {
     return peer;
   }
 
-  std::unique_ptr<Peer> Caller(const std::string& region = "") {
-    auto peer = Connect(frontend_, /*service=*/false);
+  std::unique_ptr<Peer> Caller(const std::string& region = "",
+                               runtime::ConnectionOptions connection_options = {}) {
+    auto peer = Connect(frontend_, /*service=*/false, connection_options);
     v1::Hello hello;
     hello.set_role(v1::ROLE_CALLER);
     if (!region.empty()) {
@@ -294,7 +296,9 @@ TEST_F(GatewayTest, FrameBeforeHelloGetsGoaway) {
 }
 
 TEST_F(GatewayTest, SilentPeerIsClosedAtTheHelloDeadline) {
-  StartGateway(/*hello_timeout=*/absl::Milliseconds(200));
+  StartGateway([](GatewayConfig& config) {
+    config.callers->tls.handshake_timeout = absl::Milliseconds(200);
+  });
   auto peer = Connect(frontend_, /*service=*/false);
   ASSERT_TRUE(WaitFor(*peer, FrameType::kGoaway));
   EXPECT_EQ(Parse<v1::Goaway>(peer->Of(FrameType::kGoaway).front()).code(),
@@ -417,7 +421,8 @@ TEST_F(GatewayTest, CallsPreferTheCallersRegion) {
 }
 
 TEST_F(GatewayTest, CallerInFlightLimitIsResourceExhausted) {
-  StartGateway(absl::Seconds(5), /*caller_limit=*/2);
+  StartGateway(
+      [](GatewayConfig& config) { config.limits.max_in_flight_per_caller_connection = 2; });
   auto service = Service(pki_.client, "greeter");
   auto caller = Caller();
   for (std::uint8_t i = 1; i <= 3; ++i) {
@@ -444,6 +449,159 @@ TEST_F(GatewayTest, ResponseForAStreamNeverOpenedIsAViolation) {
   EXPECT_THAT(Parse<v1::Goaway>(service->Of(FrameType::kGoaway).front()).reason(),
               HasSubstr("RESPONSE for a stream the gateway never opened"));
   EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+TEST_F(GatewayTest, ServiceInFlightLimitIsResourceExhausted) {
+  StartGateway(
+      [](GatewayConfig& config) { config.limits.max_in_flight_per_service_connection = 2; });
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  for (std::uint8_t i = 1; i <= 3; ++i) {
+    ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(i),
+                                         Request(kSayHello, "x", 60'000'000)),
+                IsOk());
+  }
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  const Received refused = caller->Of(FrameType::kResponse).front();
+  EXPECT_EQ(refused.id, Id(3));
+  v1::Response response = Parse<v1::Response>(refused);
+  EXPECT_EQ(response.code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(response.message(), HasSubstr("(MaxInFlightPerServiceConnection)"));
+  EXPECT_TRUE(WaitFor(*service, FrameType::kRequest, 2));
+}
+
+// Protocol violations from three callers (an oversize frame, an unknown frame type, a REQUEST
+// that does not parse) close those three connections only: a call in flight on a well-behaved
+// caller still completes, and new calls still work.
+TEST_F(GatewayTest, ViolationsCloseOnlyTheOffendingConnection) {
+  StartGateway([](GatewayConfig& config) { config.callers->max_payload_size = 1024; });
+  auto service = Service(pki_.client, "greeter");
+  auto good = Caller();
+  ASSERT_THAT(good->connection->Send(FrameType::kRequest, kFlagFinal, Id(1),
+                                     Request(kSayHello, "before", 60'000'000)),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+
+  runtime::ConnectionOptions loose;
+  loose.max_payload_size = 1 << 20;  // lets this peer send what the gateway refuses
+  auto oversize = Caller("", loose);
+  auto bad_type = Caller();
+  auto garbage = Caller();
+  const std::vector<std::uint8_t> big(4096, 'x');
+  ASSERT_THAT(oversize->connection->SendBytes(FrameType::kRequest, kFlagFinal, Id(1), big), IsOk());
+  const std::vector<std::uint8_t> junk = {0xff, 0xff, 0xff, 0xff, 0x0f};
+  ASSERT_THAT(bad_type->connection->SendBytes(static_cast<FrameType>(99), 0, Id(1), junk), IsOk());
+  ASSERT_THAT(garbage->connection->SendBytes(FrameType::kRequest, kFlagFinal, Id(1), junk), IsOk());
+
+  struct Expected {
+    Peer* peer;
+    absl::StatusCode code;
+    const char* reason;
+  };
+  for (const Expected& expected : {
+           Expected{oversize.get(), absl::StatusCode::kResourceExhausted,
+                    "frame header field 'payload length' is 4096 bytes for a REQUEST frame; the "
+                    "maximum payload size is 1024 bytes"},
+           Expected{bad_type.get(), absl::StatusCode::kInvalidArgument,
+                    "frame header field 'type' is 99"},
+           Expected{garbage.get(), absl::StatusCode::kInvalidArgument,
+                    "REQUEST payload is not a valid Request message"},
+       }) {
+    ASSERT_TRUE(WaitFor(*expected.peer, FrameType::kGoaway)) << expected.reason;
+    v1::Goaway goaway = Parse<v1::Goaway>(expected.peer->Of(FrameType::kGoaway).front());
+    EXPECT_EQ(goaway.code(), static_cast<int>(expected.code)) << goaway.reason();
+    EXPECT_THAT(goaway.reason(), HasSubstr(expected.reason));
+    EXPECT_TRUE(loop_.PumpUntil([&] { return expected.peer->closed.has_value(); }));
+  }
+
+  v1::Response answer;
+  answer.set_body("after");
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal,
+                                        service->Of(FrameType::kRequest)[0].id, answer),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*good, FrameType::kResponse));
+  EXPECT_EQ(Parse<v1::Response>(good->Of(FrameType::kResponse)[0]).body(), "after");
+  ASSERT_THAT(
+      good->connection->Send(FrameType::kRequest, kFlagFinal, Id(2), Request(kSayHello, "again")),
+      IsOk());
+  EXPECT_TRUE(WaitFor(*service, FrameType::kRequest, 2));
+  EXPECT_FALSE(good->closed.has_value());
+  EXPECT_FALSE(service->closed.has_value());
+  EXPECT_EQ(gateway_->caller_connections(), 1u);
+}
+
+// A peer that sends past its stream window is cut off, whichever side it is on: the gateway
+// never buffers more than a window per stream. Grants it relays widen the window.
+TEST_F(GatewayTest, SendingPastTheStreamWindowIsAViolation) {
+  StartGateway([](GatewayConfig& config) {
+    config.services.max_payload_size = 1024;
+    config.callers->max_payload_size = 1024;
+    config.limits.stream_window_bytes = 1024;
+  });
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, 0, Id(5), Request(kChat, "open")),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+  const CorrelationId stream = service->Of(FrameType::kRequest)[0].id;
+
+  // The service streams 3 x 400 bytes; the third does not fit the caller's 1024-byte window
+  // until the caller grants more, and the grant is relayed.
+  v1::Response chunk;
+  chunk.set_body(std::string(400, 'r'));
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, 0, stream, chunk), IsOk());
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, 0, stream, chunk), IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 2));
+  v1::WindowUpdate grant;
+  grant.set_bytes(static_cast<std::uint32_t>(chunk.ByteSizeLong()));
+  ASSERT_THAT(caller->connection->Send(FrameType::kWindowUpdate, 0, Id(5), grant), IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kWindowUpdate));
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, 0, stream, chunk), IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 3));
+  EXPECT_FALSE(service->closed.has_value());
+
+  // The fourth is past the window: the service broke the protocol.
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, 0, stream, chunk), IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kGoaway));
+  v1::Goaway goaway = Parse<v1::Goaway>(service->Of(FrameType::kGoaway).front());
+  EXPECT_EQ(goaway.code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(goaway.reason(), HasSubstr("exceeds the stream's remaining flow-control window"));
+  // The caller's call fails at once, naming the instance.
+  ASSERT_TRUE(loop_.PumpUntil([&] {
+    auto responses = caller->Of(FrameType::kResponse);
+    return !responses.empty() && (responses.back().flags & kFlagFinal);
+  }));
+  EXPECT_EQ(Parse<v1::Response>(caller->Of(FrameType::kResponse).back()).code(),
+            static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(caller->closed.has_value());
+}
+
+TEST_F(GatewayTest, CallerSendingPastItsWindowOrGrantingZeroIsCutOff) {
+  StartGateway([](GatewayConfig& config) {
+    config.callers->max_payload_size = 1024;
+    config.limits.stream_window_bytes = 1024;
+  });
+  auto service = Service(pki_.client, "greeter");
+  auto greedy = Caller();
+  v1::Request chunk;
+  chunk.set_body(std::string(600, 'q'));
+  chunk.set_method(kChat);
+  ASSERT_THAT(greedy->connection->Send(FrameType::kRequest, 0, Id(1), chunk), IsOk());
+  chunk.clear_method();
+  ASSERT_THAT(greedy->connection->Send(FrameType::kRequest, 0, Id(1), chunk), IsOk());
+  ASSERT_TRUE(WaitFor(*greedy, FrameType::kGoaway));
+  EXPECT_THAT(Parse<v1::Goaway>(greedy->Of(FrameType::kGoaway).front()).reason(),
+              HasSubstr("REQUEST of 603 bytes exceeds the stream's remaining flow-control "
+                        "window of"));
+
+  auto zero = Caller();
+  ASSERT_THAT(zero->connection->Send(FrameType::kRequest, 0, Id(1), Request(kChat, "x")), IsOk());
+  ASSERT_THAT(zero->connection->Send(FrameType::kWindowUpdate, 0, Id(1), v1::WindowUpdate()),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*zero, FrameType::kGoaway));
+  EXPECT_EQ(Parse<v1::Goaway>(zero->Of(FrameType::kGoaway).front()).reason(),
+            "WINDOW_UPDATE granting 0 bytes");
+  EXPECT_FALSE(service->closed.has_value());
 }
 
 // GET `path` from the admin server on `port`; the whole HTTP response as text.
@@ -568,7 +726,8 @@ TEST_F(GatewayTest, DrainLetsCallsInFlightFinishThenCloses) {
 }
 
 TEST_F(GatewayTest, SilentServiceIsDroppedAfterThreeHeartbeats) {
-  StartGateway(absl::Seconds(5), 1024, /*heartbeat=*/absl::Milliseconds(100));
+  StartGateway(
+      [](GatewayConfig& config) { config.services.heartbeat_interval = absl::Milliseconds(100); });
   auto service = Service(pki_.client, "greeter");  // a raw peer: it never answers heartbeats
   ASSERT_EQ(gateway_->routes().Snapshot()->instances.size(), 1u);
   ASSERT_TRUE(WaitFor(*service, FrameType::kHeartbeat));
@@ -582,7 +741,7 @@ TEST_F(GatewayTest, SilentServiceIsDroppedAfterThreeHeartbeats) {
 TEST_F(GatewayTest, CallerPolicyDeniesWithAReason) {
   CallerPolicy policy;
   ASSERT_THAT(policy.Add("cn:frontend", {"greeter.v1.Greeter/Chat"}), IsOk());
-  StartGateway(absl::Seconds(5), 1024, absl::Seconds(10), std::move(policy));
+  StartGateway([&policy](GatewayConfig& config) { config.caller_policy = std::move(policy); });
   auto service = Service(pki_.client, "greeter");
   auto caller = Caller();
   ASSERT_THAT(
