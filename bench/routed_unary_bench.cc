@@ -176,9 +176,8 @@ int Run(int concurrency, double seconds, std::size_t body_bytes) {
   }
 
   sdk::ChannelOptions channel_options;
-  channel_options.host = "127.0.0.1";
-  channel_options.port = (*gateway)->caller_port();
-  channel_options.tls = Context(pki.caller, pki.ca, TlsRole::kClient);
+  channel_options.gateways = {{"127.0.0.1", (*gateway)->caller_port()}};
+  channel_options.tls = [tls = Context(pki.caller, pki.ca, TlsRole::kClient)] { return tls; };
   std::promise<absl::StatusOr<std::shared_ptr<sdk::Channel>>> connected;
   asio::co_spawn(caller_io, sdk::Channel::Connect(caller_io.get_executor(), channel_options),
                  [&](const std::exception_ptr&, absl::StatusOr<std::shared_ptr<sdk::Channel>> c) {

@@ -4,6 +4,7 @@
 #define STELLA_SERVICE_SDK_CALL_H_
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
@@ -19,11 +20,20 @@
 
 namespace stella::sdk {
 
-// What a handler knows about the call it serves.
+// What a handler knows about the call it serves. It lives on the host's executor; a blocking
+// handler on a pool thread (service_sdk/blocking.h) may read it too: cancelled() is safe from any
+// thread, and cancel_reason() once cancelled() has returned true.
 class CallContext {
  public:
   CallContext(std::string method, std::map<std::string, std::string> metadata, absl::Time deadline)
       : method_(std::move(method)), metadata_(std::move(metadata)), deadline_(deadline) {}
+  CallContext(CallContext&& other) noexcept
+      : method_(std::move(other.method_)),
+        metadata_(std::move(other.metadata_)),
+        deadline_(other.deadline_),
+        cancel_reason_(std::move(other.cancel_reason_)),
+        cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
+  CallContext& operator=(CallContext&&) = delete;
 
   // "package.Service/Method".
   const std::string& method() const { return method_; }
@@ -36,11 +46,13 @@ class CallContext {
 
   // Set when the call is cancelled: by the caller, its deadline, or a lost connection. A handler
   // should stop and return; what it returns then is discarded.
-  bool cancelled() const { return !cancel_reason_.ok(); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
   const absl::Status& cancel_reason() const { return cancel_reason_; }
+  // Called by the SDK, on the host's executor. The first reason wins.
   void Cancel(absl::Status reason) {
-    if (cancel_reason_.ok()) {
-      cancel_reason_ = std::move(reason);
+    if (!cancelled()) {
+      cancel_reason_ = reason.ok() ? absl::CancelledError("cancelled") : std::move(reason);
+      cancelled_.store(true, std::memory_order_release);
     }
   }
 
@@ -49,6 +61,7 @@ class CallContext {
   std::map<std::string, std::string> metadata_;
   absl::Time deadline_;
   absl::Status cancel_reason_;
+  std::atomic<bool> cancelled_{false};
 };
 
 // Messages of one direction of a call, queued as they arrive, read by one coroutine. Ends with a

@@ -1,12 +1,17 @@
 #include "service_sdk/channel.h"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <random>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/async.h"
+#include "runtime/keepalive.h"
+#include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
 namespace stella::sdk {
@@ -15,6 +20,7 @@ namespace {
 namespace asio = boost::asio;
 namespace v1 = ::stella::router::v1;
 using runtime::CorrelationId;
+using runtime::FramedConnection;
 using runtime::FrameType;
 
 }  // namespace
@@ -55,10 +61,14 @@ asio::awaitable<absl::Status> SendWindow::Acquire(std::uint32_t bytes) {
   co_return absl::OkStatus();
 }
 
+struct CallerLink;
+
 struct ClientCall::State {
   State(const asio::any_io_executor& executor, std::uint32_t window)
       : responses(executor), send_window(executor, window) {}
   CorrelationId id{};
+  // The connection the call was opened on (its id means something only there).
+  std::weak_ptr<CallerLink> link;
   Inbox responses;
   SendWindow send_window;
   bool send_closed = false;
@@ -70,112 +80,121 @@ struct ClientCall::State {
   }
 };
 
-struct Channel::Impl {
-  explicit Impl(const asio::any_io_executor& executor) : hello_wake(executor) {}
-  absl::flat_hash_map<CorrelationId, std::shared_ptr<ClientCall::State>, runtime::CorrelationIdHash>
-      calls;
-  std::uint64_t next_id = 1;
-  std::optional<v1::HelloAck> ack;
+// One connection to one gateway and the calls opened on it.
+struct CallerLink {
+  CallerLink(GatewayAddress address_in, std::shared_ptr<FramedConnection> connection_in)
+      : address(std::move(address_in)),
+        connection(std::move(connection_in)),
+        hello_wake(connection->executor()),
+        keepalive(connection, absl::StrCat("the gateway at ", address.host, ":", address.port)) {}
+
   // The initial window of every stream, from HELLO_ACK.
   std::uint32_t window() const {
     return ack.has_value() && ack->initial_stream_window() > 0 ? ack->initial_stream_window()
                                                                : runtime::kDefaultMaxPayloadSize;
   }
+  std::string name() const { return absl::StrCat(address.host, ":", address.port); }
+
+  GatewayAddress address;
+  std::shared_ptr<FramedConnection> connection;
+  absl::flat_hash_map<CorrelationId, std::shared_ptr<ClientCall::State>, runtime::CorrelationIdHash>
+      calls;
+  std::uint64_t next_id = 1;
+  std::optional<v1::HelloAck> ack;
   asio::steady_timer hello_wake;
+  runtime::Keepalive keepalive;
   bool closed = false;
+  bool draining = false;  // the gateway sent GOAWAY: no new calls here
+  absl::Status closed_reason;
 };
 
-Channel::Channel(std::shared_ptr<runtime::FramedConnection> connection)
-    : connection_(std::move(connection)), impl_(std::make_unique<Impl>(connection_->executor())) {}
+struct Channel::Impl {
+  Impl(asio::any_io_executor executor_in, ChannelOptions options_in)
+      : executor(std::move(executor_in)),
+        options(std::move(options_in)),
+        ready_wake(executor),
+        backoff(executor) {}
 
-// Dropping the last reference closes the connection (its coroutines would otherwise keep it open).
-Channel::~Channel() { connection_->Close(absl::OkStatus()); }
+  asio::any_io_executor executor;
+  ChannelOptions options;
+  // The connection new calls go to; null while reconnecting.
+  std::shared_ptr<CallerLink> current;
+  // Every open connection: the current one and those still finishing calls after a GOAWAY.
+  std::vector<std::shared_ptr<CallerLink>> links;
+  std::size_t next_gateway = 0;   // where the next round of attempts starts
+  asio::steady_timer ready_wake;  // wakes WaitForReady when `current` changes
+  asio::steady_timer backoff;
+  bool reconnecting = false;
+  bool closing = false;
+  absl::Status last_error;
+  std::minstd_rand rng{std::random_device{}()};
+};
 
-asio::awaitable<absl::StatusOr<std::shared_ptr<Channel>>> Channel::Connect(
-    asio::any_io_executor executor, ChannelOptions options) {
-  absl::StatusOr<std::shared_ptr<runtime::FramedConnection>> connection =
-      co_await runtime::FramedConnection::Connect(executor, options.host, options.port, options.tls,
-                                                  options.connection);
-  if (!connection.ok()) {
-    co_return connection.status();
+namespace {
+
+using Impl = Channel::Impl;
+
+void StartReconnecting(const std::shared_ptr<Impl>& impl);
+
+// The connection stopped taking calls (closed, or draining): new calls need another one.
+void LoseCurrent(const std::shared_ptr<Impl>& impl, const std::shared_ptr<CallerLink>& link) {
+  if (impl->current == link) {
+    impl->current = nullptr;
+    impl->next_gateway = (impl->next_gateway + 1) % impl->options.gateways.size();
+    StartReconnecting(impl);
   }
-  std::shared_ptr<Channel> channel(new Channel(*connection));
-  std::weak_ptr<Channel> weak = channel;
-  channel->connection_->Start(
-      [weak](const runtime::FrameView& frame) {
-        if (auto self = weak.lock()) {
-          self->OnFrame(frame);
-        }
-      },
-      [weak](const absl::Status& reason) {
-        if (auto self = weak.lock()) {
-          self->OnClosed(reason);
-        }
-      });
-  v1::Hello hello;
-  hello.set_role(v1::ROLE_CALLER);
-  hello.set_service_name(options.name);
-  if (!options.region.empty()) {
-    (*hello.mutable_metadata())["region"] = options.region;
-  }
-  if (absl::Status sent = channel->connection_->Send(FrameType::kHello, 0, CorrelationId{}, hello);
-      !sent.ok()) {
-    co_return sent;
-  }
-  Impl& impl = *channel->impl_;
-  impl.hello_wake.expires_after(absl::ToChronoMilliseconds(options.connection.handshake_timeout));
-  boost::system::error_code ec;
-  while (!impl.ack.has_value() && !impl.closed) {
-    co_await impl.hello_wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) {
-      channel->Close();
-      co_return absl::DeadlineExceededError(absl::StrCat(
-          "the gateway at ", options.host, ":", options.port, " sent no HELLO_ACK within ",
-          absl::FormatDuration(options.connection.handshake_timeout)));
-    }
-  }
-  if (!impl.ack.has_value()) {
-    co_return absl::UnavailableError(
-        absl::StrCat("the gateway closed the connection before "
-                     "HELLO_ACK: ",
-                     channel->closed_reason_.message()));
-  }
-  if (!impl.ack->accepted()) {
-    channel->Close();
-    co_return absl::Status(static_cast<absl::StatusCode>(impl.ack->code()),
-                           absl::StrCat("the gateway refused this caller: ", impl.ack->reason()));
-  }
-  co_return channel;
 }
 
-void Channel::OnFrame(const runtime::FrameView& frame) {
+void OnLinkClosed(const std::shared_ptr<Impl>& impl, const std::shared_ptr<CallerLink>& link,
+                  const absl::Status& reason) {
+  link->closed = true;
+  link->closed_reason = reason.ok() ? absl::UnavailableError("the channel was closed") : reason;
+  link->keepalive.Stop();
+  const absl::Status lost =
+      absl::UnavailableError(absl::StrCat("the connection to the gateway at ", link->name(),
+                                          " closed: ", link->closed_reason.message()));
+  for (auto& [id, call] : link->calls) {
+    call->End(lost);
+  }
+  link->calls.clear();
+  link->hello_wake.cancel();
+  if (link->ack.has_value() && link->ack->accepted()) {
+    impl->last_error = lost;
+  }
+  std::erase(impl->links, link);
+  LoseCurrent(impl, link);
+}
+
+void OnLinkFrame(const std::shared_ptr<Impl>& impl, const std::shared_ptr<CallerLink>& link,
+                 const runtime::FrameView& frame) {
+  if (link->keepalive.OnFrame(frame)) {
+    return;
+  }
   const int size = static_cast<int>(frame.payload.size());
   switch (frame.header.type) {
     case FrameType::kHelloAck: {
       v1::HelloAck ack;
       if (ack.ParseFromArray(frame.payload.data(), size)) {
-        impl_->ack = std::move(ack);
+        link->ack = std::move(ack);
       }
-      impl_->hello_wake.cancel();
+      link->hello_wake.cancel();
       return;
     }
-    case FrameType::kHeartbeat: {
-      v1::Heartbeat heartbeat;
-      if (heartbeat.ParseFromArray(frame.payload.data(), size) && !heartbeat.ack()) {
-        heartbeat.set_ack(true);
-        (void)connection_->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
-      }
+    case FrameType::kGoaway:
+      // Drain or violation, the gateway closes this connection soon: calls in flight finish
+      // here, new ones go elsewhere.
+      link->draining = true;
+      LoseCurrent(impl, link);
       return;
-    }
     case FrameType::kResponse: {
-      auto it = impl_->calls.find(frame.header.correlation_id);
-      if (it == impl_->calls.end()) {
+      auto it = link->calls.find(frame.header.correlation_id);
+      if (it == link->calls.end()) {
         return;  // a call this side cancelled; the frame was in flight
       }
       v1::Response response;
       if (!response.ParseFromArray(frame.payload.data(), size)) {
         it->second->End(absl::InternalError("the gateway sent a RESPONSE that does not parse"));
-        impl_->calls.erase(it);
+        link->calls.erase(it);
         return;
       }
       const auto frame_bytes = static_cast<std::uint32_t>(size);
@@ -187,55 +206,237 @@ void Channel::OnFrame(const runtime::FrameView& frame) {
       if (frame.header.final()) {
         it->second->End(
             absl::Status(static_cast<absl::StatusCode>(response.code()), response.message()));
-        impl_->calls.erase(it);
+        link->calls.erase(it);
       }
       return;
     }
     case FrameType::kWindowUpdate: {
-      auto it = impl_->calls.find(frame.header.correlation_id);
+      auto it = link->calls.find(frame.header.correlation_id);
       v1::WindowUpdate update;
-      if (it != impl_->calls.end() && update.ParseFromArray(frame.payload.data(), size)) {
+      if (it != link->calls.end() && update.ParseFromArray(frame.payload.data(), size)) {
         it->second->send_window.Grant(update.bytes());
       }
       return;
     }
     default:
-      return;  // GOAWAY: the close follows
+      return;
   }
 }
 
-void Channel::OnClosed(const absl::Status& reason) {
-  impl_->closed = true;
-  closed_reason_ = reason.ok() ? absl::UnavailableError("the channel was closed") : reason;
-  for (auto& [id, call] : impl_->calls) {
-    call->End(absl::UnavailableError(
-        absl::StrCat("the connection to the gateway closed: ", closed_reason_.message())));
+// Connects to one gateway and exchanges HELLO; the link, accepted, or why not.
+asio::awaitable<absl::StatusOr<std::shared_ptr<CallerLink>>> Dial(std::shared_ptr<Impl> impl,
+                                                                  GatewayAddress address) {
+  const ChannelOptions& options = impl->options;
+  absl::StatusOr<std::shared_ptr<FramedConnection>> connection = co_await FramedConnection::Connect(
+      impl->executor, address.host, address.port, options.tls(), options.connection);
+  if (!connection.ok()) {
+    co_return connection.status();
   }
-  impl_->calls.clear();
-  impl_->hello_wake.cancel();
+  auto link = std::make_shared<CallerLink>(address, *connection);
+  std::weak_ptr<Impl> weak_impl = impl;
+  std::weak_ptr<CallerLink> weak_link = link;
+  link->connection->Start(
+      [weak_impl, weak_link](const runtime::FrameView& frame) {
+        auto alive_impl = weak_impl.lock();
+        auto alive_link = weak_link.lock();
+        if (alive_impl && alive_link) {
+          OnLinkFrame(alive_impl, alive_link, frame);
+        }
+      },
+      [weak_impl, weak_link](const absl::Status& reason) {
+        auto alive_impl = weak_impl.lock();
+        auto alive_link = weak_link.lock();
+        if (alive_impl && alive_link) {
+          OnLinkClosed(alive_impl, alive_link, reason);
+        }
+      });
+  impl->links.push_back(link);
+  v1::Hello hello;
+  hello.set_role(v1::ROLE_CALLER);
+  hello.set_service_name(options.name);
+  if (!options.region.empty()) {
+    (*hello.mutable_metadata())["region"] = options.region;
+  }
+  if (absl::Status sent = link->connection->Send(FrameType::kHello, 0, CorrelationId{}, hello);
+      !sent.ok()) {
+    co_return sent;
+  }
+  link->hello_wake.expires_after(absl::ToChronoMilliseconds(options.connection.handshake_timeout));
+  boost::system::error_code ec;
+  while (!link->ack.has_value() && !link->closed) {
+    co_await link->hello_wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      link->connection->Close(absl::DeadlineExceededError("no HELLO_ACK"));
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("the gateway at ", link->name(), " sent no HELLO_ACK within ",
+                       absl::FormatDuration(options.connection.handshake_timeout)));
+    }
+  }
+  if (!link->ack.has_value()) {
+    co_return absl::UnavailableError(
+        absl::StrCat("the gateway at ", link->name(),
+                     " closed the connection before HELLO_ACK: ", link->closed_reason.message()));
+  }
+  if (!link->ack->accepted()) {
+    link->connection->Close(absl::OkStatus());
+    co_return absl::Status(static_cast<absl::StatusCode>(link->ack->code()),
+                           absl::StrCat("the gateway at ", link->name(),
+                                        " refused this caller: ", link->ack->reason()));
+  }
+  if (impl->closing) {
+    link->connection->Close(absl::OkStatus());
+    co_return absl::UnavailableError("the channel was closed");
+  }
+  link->keepalive.Begin(absl::Milliseconds(link->ack->heartbeat_interval_ms()));
+  co_return link;
 }
 
-void Channel::Close() { connection_->Close(absl::OkStatus()); }
+// One round over the gateway list, starting at `next_gateway`: the first that accepts becomes
+// current. The errors of all, joined, if none does.
+asio::awaitable<absl::Status> TryEachGateway(std::shared_ptr<Impl> impl) {
+  std::string errors;
+  const std::size_t n = impl->options.gateways.size();
+  for (std::size_t i = 0; i < n && !impl->closing; ++i) {
+    const std::size_t index = (impl->next_gateway + i) % n;
+    absl::StatusOr<std::shared_ptr<CallerLink>> link =
+        co_await Dial(impl, impl->options.gateways[index]);
+    if (link.ok()) {
+      impl->current = *std::move(link);
+      impl->next_gateway = index;
+      impl->ready_wake.cancel();
+      co_return absl::OkStatus();
+    }
+    impl->last_error = link.status();
+    absl::StrAppend(&errors, errors.empty() ? "" : "; ", link.status().message());
+  }
+  co_return absl::Status(
+      n == 1 ? impl->last_error.code() : absl::StatusCode::kUnavailable,
+      n == 1 ? errors : absl::StrCat("no gateway accepted the channel: ", errors));
+}
+
+// Rounds over the gateway list with jittered, doubling pauses until one accepts or the channel
+// closes. Holds the channel weakly between attempts.
+asio::awaitable<void> Reconnect(std::weak_ptr<Impl> weak) {
+  absl::Duration delay;
+  {
+    auto impl = weak.lock();
+    if (impl == nullptr) {
+      co_return;
+    }
+    delay = impl->options.initial_reconnect_delay;
+  }
+  while (true) {
+    auto impl = weak.lock();
+    if (impl == nullptr || impl->closing) {
+      co_return;
+    }
+    if (absl::Status round = co_await TryEachGateway(impl); round.ok() || impl->closing) {
+      impl->reconnecting = false;
+      co_return;
+    }
+    std::uniform_int_distribution<std::int64_t> jitter(0, absl::ToInt64Microseconds(delay));
+    const absl::Duration wait = absl::Microseconds(jitter(impl->rng));
+    spdlog::warn("channel: no gateway reachable ({}); retrying in {}",
+                 std::string(impl->last_error.message()), absl::FormatDuration(wait));
+    delay = std::min(delay * 2, impl->options.max_reconnect_delay);
+    impl->backoff.expires_after(absl::ToChronoMicroseconds(wait));
+    asio::steady_timer& backoff = impl->backoff;
+    impl.reset();  // the channel may go away while this waits
+    boost::system::error_code ignored;
+    co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+}
+
+void StartReconnecting(const std::shared_ptr<Impl>& impl) {
+  if (impl->reconnecting || impl->closing) {
+    return;
+  }
+  impl->reconnecting = true;
+  asio::co_spawn(impl->executor, Reconnect(impl),
+                 runtime::LogCoroutineFailure("channel reconnect"));
+}
+
+}  // namespace
+
+Channel::~Channel() { Close(); }
+
+asio::awaitable<absl::StatusOr<std::shared_ptr<Channel>>> Channel::Connect(
+    asio::any_io_executor executor, ChannelOptions options) {
+  if (options.gateways.empty()) {
+    co_return absl::InvalidArgumentError("ChannelOptions.gateways is empty: name a gateway");
+  }
+  if (!options.tls) {
+    co_return absl::InvalidArgumentError("ChannelOptions.tls is not set");
+  }
+  auto impl = std::make_shared<Impl>(std::move(executor), std::move(options));
+  if (absl::Status connected = co_await TryEachGateway(impl); !connected.ok()) {
+    impl->closing = true;
+    co_return connected;
+  }
+  co_return std::shared_ptr<Channel>(new Channel(std::move(impl)));
+}
+
+void Channel::Close() {
+  impl_->closing = true;
+  impl_->current = nullptr;
+  impl_->backoff.cancel();
+  impl_->ready_wake.cancel();
+  const auto links = impl_->links;  // a close may remove a link at once
+  for (const auto& link : links) {
+    link->connection->Close(absl::OkStatus());
+  }
+}
+
+bool Channel::connected() const { return impl_->current != nullptr; }
+
+std::string Channel::gateway() const {
+  return impl_->current == nullptr ? std::string() : impl_->current->name();
+}
+
+absl::Status Channel::last_error() const { return impl_->last_error; }
+
+asio::awaitable<absl::Status> Channel::WaitForReady(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (impl_->current == nullptr && !impl_->closing && absl::Now() < deadline) {
+    boost::system::error_code ignored;
+    impl_->ready_wake.expires_after(absl::ToChronoMicroseconds(deadline - absl::Now()));
+    co_await impl_->ready_wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  if (impl_->current != nullptr) {
+    co_return absl::OkStatus();
+  }
+  co_return NotConnected();
+}
+
+absl::Status Channel::NotConnected() const {
+  if (impl_->closing) {
+    return absl::UnavailableError("the channel was closed");
+  }
+  return absl::UnavailableError(
+      absl::StrCat("no gateway connection (reconnecting); last error: ",
+                   impl_->last_error.ok() ? "none" : impl_->last_error.message()));
+}
 
 absl::StatusOr<std::unique_ptr<ClientCall>> Channel::Open(const std::string& method,
                                                           const CallOptions& options,
                                                           std::optional<std::string> first,
                                                           bool close_send) {
-  if (impl_->closed) {
-    return absl::UnavailableError(
-        absl::StrCat("the connection to the gateway is closed: ", closed_reason_.message()));
+  const std::shared_ptr<CallerLink> link = impl_->current;
+  if (link == nullptr) {
+    return NotConnected();
   }
-  auto state = std::make_shared<ClientCall::State>(connection_->executor(), impl_->window());
-  state->id = runtime::CorrelationIdFromCounter(impl_->next_id++);
-  std::weak_ptr<Channel> weak = weak_from_this();
-  state->responses.set_flow_control(impl_->window(), [weak, id = state->id](std::uint32_t bytes) {
-    auto self = weak.lock();
-    if (self == nullptr) {
+  auto state = std::make_shared<ClientCall::State>(impl_->executor, link->window());
+  state->id = runtime::CorrelationIdFromCounter(link->next_id++);
+  state->link = link;
+  std::weak_ptr<CallerLink> weak = link;
+  state->responses.set_flow_control(link->window(), [weak, id = state->id](std::uint32_t bytes) {
+    auto alive = weak.lock();
+    if (alive == nullptr) {
       return;
     }
     v1::WindowUpdate update;
     update.set_bytes(bytes);
-    (void)self->connection_->Send(FrameType::kWindowUpdate, 0, id, update);
+    (void)alive->connection->Send(FrameType::kWindowUpdate, 0, id, update);
   });
   v1::Request request;
   request.set_method(method);
@@ -251,19 +452,31 @@ absl::StatusOr<std::unique_ptr<ClientCall>> Channel::Open(const std::string& met
   if (!state->send_window.TryAcquire(static_cast<std::uint32_t>(request.ByteSizeLong()))) {
     return absl::ResourceExhaustedError(absl::StrCat("the first message of ", method,
                                                      " is larger than the stream window of ",
-                                                     impl_->window(), " bytes"));
+                                                     link->window(), " bytes"));
   }
-  if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, state->id, request);
+  if (absl::Status sent = link->connection->Send(FrameType::kRequest, flags, state->id, request);
       !sent.ok()) {
     return sent;
   }
   state->send_closed = close_send;
-  impl_->calls[state->id] = state;
+  link->calls[state->id] = state;
   return std::unique_ptr<ClientCall>(new ClientCall(shared_from_this(), std::move(state)));
 }
 
 asio::awaitable<absl::StatusOr<std::string>> Channel::Call(std::string method, std::string request,
                                                            CallOptions options) {
+  if (options.wait_for_ready && impl_->current == nullptr) {
+    const absl::Duration wait = options.timeout > absl::ZeroDuration()
+                                    ? options.timeout
+                                    : impl_->options.connection.handshake_timeout;
+    const absl::Time start = absl::Now();
+    if (absl::Status ready = co_await WaitForReady(wait); !ready.ok()) {
+      co_return ready;
+    }
+    if (options.timeout > absl::ZeroDuration()) {
+      options.timeout = std::max(absl::Microseconds(1), options.timeout - (absl::Now() - start));
+    }
+  }
   absl::StatusOr<std::unique_ptr<ClientCall>> call =
       Open(method, options, std::move(request), /*close_send=*/true);
   if (!call.ok()) {
@@ -297,7 +510,11 @@ asio::awaitable<absl::Status> ClientCall::Write(std::string message) {
       !room.ok()) {
     co_return room;
   }
-  co_return channel_->connection_->Send(FrameType::kRequest, 0, state_->id, request);
+  auto link = state_->link.lock();
+  if (link == nullptr) {
+    co_return absl::UnavailableError("the call's gateway connection is gone");
+  }
+  co_return link->connection->Send(FrameType::kRequest, 0, state_->id, request);
 }
 
 absl::Status ClientCall::CloseSend() {
@@ -305,11 +522,12 @@ absl::Status ClientCall::CloseSend() {
     return absl::OkStatus();
   }
   state_->send_closed = true;
-  if (state_->responses.ended()) {
+  auto link = state_->link.lock();
+  if (state_->responses.ended() || link == nullptr) {
     return absl::OkStatus();
   }
-  return channel_->connection_->Send(FrameType::kRequest, runtime::kFlagFinal, state_->id,
-                                     v1::Request());
+  return link->connection->Send(FrameType::kRequest, runtime::kFlagFinal, state_->id,
+                                v1::Request());
 }
 
 asio::awaitable<absl::StatusOr<std::optional<std::string>>> ClientCall::Read() {
@@ -320,12 +538,16 @@ void ClientCall::Cancel(const std::string& reason) {
   if (state_->responses.ended()) {
     return;
   }
+  state_->End(absl::CancelledError(reason));
+  auto link = state_->link.lock();
+  if (link == nullptr) {
+    return;
+  }
   v1::Cancel cancel;
   cancel.set_code(static_cast<int>(absl::StatusCode::kCancelled));
   cancel.set_reason(reason);
-  (void)channel_->connection_->Send(FrameType::kCancel, 0, state_->id, cancel);
-  state_->End(absl::CancelledError(reason));
-  channel_->impl_->calls.erase(state_->id);
+  (void)link->connection->Send(FrameType::kCancel, 0, state_->id, cancel);
+  link->calls.erase(state_->id);
 }
 
 }  // namespace stella::sdk

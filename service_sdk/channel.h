@@ -6,33 +6,46 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "runtime/framed_connection.h"
 #include "service_sdk/call.h"
+#include "service_sdk/gateway_address.h"
 
 namespace stella::sdk {
 
 struct ChannelOptions {
-  std::string host;
-  std::uint16_t port = 9502;
-  // The caller's TLS snapshot (its client certificate and the gateway's CA).
-  std::shared_ptr<const runtime::tls::TlsContext> tls;
+  // The gateways' caller listeners, in order of preference. The channel connects to the first
+  // that accepts; when that connection is lost, or its gateway starts draining, new calls move
+  // to the next one that accepts.
+  std::vector<GatewayAddress> gateways;
+  // Where each connection takes its TLS snapshot from (a CertificateProvider's Current(), so a
+  // rotated certificate is used from the next connection on).
+  std::function<std::shared_ptr<const runtime::tls::TlsContext>()> tls;
   runtime::ConnectionOptions connection;
   // Sent in HELLO: a name for the gateway's logs and the region to prefer services in.
   std::string name;
   std::string region;
+  // Backoff between rounds over the gateway list while none accepts (full jitter, doubling).
+  absl::Duration initial_reconnect_delay = absl::Milliseconds(100);
+  absl::Duration max_reconnect_delay = absl::Seconds(10);
 };
 
 struct CallOptions {
   // How long the caller waits; zero means the method's (or the gateway's) default.
   absl::Duration timeout = absl::ZeroDuration();
   std::map<std::string, std::string> metadata;
+  // While no gateway connection is up: false (gRPC's fail-fast default) fails Call at once with
+  // UNAVAILABLE; true makes Call wait for the channel to reconnect, within `timeout` (or the
+  // connection's handshake timeout when `timeout` is zero).
+  bool wait_for_ready = false;
 };
 
 class Channel;
@@ -56,9 +69,11 @@ class ClientCall {
   // Gives up on the call: the gateway cancels it at the service.
   void Cancel(const std::string& reason);
 
+  // The call's state, defined in channel.cc (opaque here).
+  struct State;
+
  private:
   friend class Channel;
-  struct State;
   ClientCall(std::shared_ptr<Channel> channel, std::shared_ptr<State> state)
       : channel_(std::move(channel)), state_(std::move(state)) {}
 
@@ -68,41 +83,48 @@ class ClientCall {
 
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
-  // Connects, sends HELLO as a caller and waits for HELLO_ACK. Errors from the connection
-  // (UNAVAILABLE, UNAUTHENTICATED with the readable reason, ...) or the gateway's refusal.
+  // Connects to the first gateway of the list that accepts (HELLO as a caller, HELLO_ACK back),
+  // trying each once. Without one: the error of each, e.g. UNAVAILABLE, UNAUTHENTICATED with the
+  // readable reason, or the gateway's refusal. From then on the channel reconnects by itself.
   static boost::asio::awaitable<absl::StatusOr<std::shared_ptr<Channel>>> Connect(
       boost::asio::any_io_executor executor, ChannelOptions options);
 
-  // Closes the connection.
+  // Closes the connections.
   ~Channel();
 
   // A unary call: one request, one response.
   boost::asio::awaitable<absl::StatusOr<std::string>> Call(std::string method, std::string request,
                                                            CallOptions options = {});
 
-  // Starts a streaming call. `first` is sent with the opening frame if given; `close_send`
-  // half-closes right away (server streaming).
+  // Starts a streaming call on the current connection. `first` is sent with the opening frame
+  // if given; `close_send` half-closes right away (server streaming). UNAVAILABLE while no
+  // connection is up (see WaitForReady).
   absl::StatusOr<std::unique_ptr<ClientCall>> Open(const std::string& method,
                                                    const CallOptions& options,
                                                    std::optional<std::string> first,
                                                    bool close_send);
 
-  // Closes the connection; calls in progress end with UNAVAILABLE.
+  // Waits until a gateway connection is up, at most `timeout`: OK, or UNAVAILABLE with the last
+  // connection error.
+  boost::asio::awaitable<absl::Status> WaitForReady(absl::Duration timeout);
+
+  // Closes every connection and stops reconnecting; calls in progress end with UNAVAILABLE.
   void Close();
-  // Why the connection closed, once it has; OK while open.
-  absl::Status closed_reason() const { return closed_reason_; }
+  // True while a gateway connection takes new calls.
+  bool connected() const;
+  // "host:port" of the gateway new calls go to; empty while not connected.
+  std::string gateway() const;
+  // Why the last connection ended or the last attempt failed; OK if none has.
+  absl::Status last_error() const;
 
   struct Impl;
 
  private:
-  explicit Channel(std::shared_ptr<runtime::FramedConnection> connection);
-  void OnFrame(const runtime::FrameView& frame);
-  void OnClosed(const absl::Status& reason);
+  explicit Channel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  absl::Status NotConnected() const;
   friend class ClientCall;
 
-  std::shared_ptr<runtime::FramedConnection> connection_;
-  std::unique_ptr<Impl> impl_;
-  absl::Status closed_reason_;
+  std::shared_ptr<Impl> impl_;  // shared with the reconnect loop, which holds it weakly
 };
 
 }  // namespace stella::sdk

@@ -26,7 +26,9 @@ absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& c
   options.service_name = std::move(service_name);
   options.region = config.region;
   options.version = config.service_version;
-  options.gateways = {{config.gateway_host, config.gateway_port}};
+  for (const runtime::tls::GatewayEndpoint& gateway : config.gateways) {
+    options.gateways.push_back({gateway.host, gateway.port});
+  }
   runtime::tls::CertificateProvider* source = setup.provider.get();
   options.tls = [source] { return source->Current(); };
   options.connection.handshake_timeout = config.tls.handshake_timeout;

@@ -1,6 +1,7 @@
 #include "service_sdk/service_host.h"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -10,6 +11,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
+#include "runtime/keepalive.h"
 #include "spdlog/spdlog.h"
 
 namespace stella::sdk {
@@ -62,17 +64,18 @@ asio::awaitable<absl::Status> ServerCall::Write(std::string message) {
 // One gateway: its connection (while there is one) and the calls it brought.
 struct Link {
   explicit Link(GatewayAddress address_in, const asio::any_io_executor& executor)
-      : address(std::move(address_in)), wake(executor), heartbeat(executor) {}
+      : address(std::move(address_in)), wake(executor) {}
 
   GatewayAddress address;
   std::shared_ptr<FramedConnection> connection;
+  std::unique_ptr<runtime::Keepalive> keepalive;  // while connected
   absl::flat_hash_map<CorrelationId, std::shared_ptr<ServerCall>, runtime::CorrelationIdHash> calls;
   asio::steady_timer wake;  // wakes the link's loop: connection closed, backoff cut short
-  asio::steady_timer heartbeat;
-  absl::Duration heartbeat_interval = absl::ZeroDuration();  // from HELLO_ACK
-  absl::Time last_received;
-  std::uint64_t heartbeat_sequence = 0;
   std::uint32_t window = runtime::kDefaultMaxPayloadSize;  // from HELLO_ACK
+  // The TLS snapshot of the last connection attempt: a refused certificate is retried as soon as
+  // the provider has a new one.
+  std::shared_ptr<const runtime::tls::TlsContext> tls_used;
+  std::string refusal_logged;  // the last refusal logged at error level
   bool registered = false;
   bool closed = true;
   absl::Status refusal;     // set when the gateway refused the HELLO
@@ -91,39 +94,13 @@ struct ServiceHost::Impl {
   std::size_t calls_handled = 0;
   std::size_t connection_attempts = 0;
   bool stopping = false;
+  std::unique_ptr<asio::steady_timer> shutdown_timer;
   std::minstd_rand rng{std::random_device{}()};
 };
 
 namespace {
 
 using Impl = ServiceHost::Impl;
-
-// Sends a heartbeat every interval and closes a gateway that has been silent for three (a network
-// path that went quiet without closing): the host then reconnects.
-void StartHeartbeats(const std::shared_ptr<Link>& link) {
-  if (link->heartbeat_interval <= absl::ZeroDuration()) {
-    return;
-  }
-  link->heartbeat.expires_after(absl::ToChronoMilliseconds(link->heartbeat_interval));
-  link->heartbeat.async_wait([weak = std::weak_ptr<Link>(link)](boost::system::error_code ec) {
-    auto alive = weak.lock();
-    if (ec || alive == nullptr || alive->closed || alive->connection == nullptr) {
-      return;
-    }
-    const absl::Duration silent = absl::Now() - alive->last_received;
-    if (silent > 3 * alive->heartbeat_interval) {
-      alive->connection->Close(absl::UnavailableError(
-          absl::StrCat("the gateway sent nothing for ", absl::FormatDuration(silent),
-                       " (three heartbeat intervals)")));
-      return;
-    }
-    v1::Heartbeat heartbeat;
-    heartbeat.set_sequence(++alive->heartbeat_sequence);
-    heartbeat.set_send_time_unix_us(absl::ToUnixMicros(absl::Now()));
-    (void)alive->connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
-    StartHeartbeats(alive);
-  });
-}
 
 // Sends the final RESPONSE of a call (unless it was cancelled), within its window, and forgets
 // it.
@@ -254,8 +231,10 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
 
 void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
              const std::shared_ptr<Link>& link, const runtime::FrameView& frame) {
+  if (link->keepalive->OnFrame(frame)) {
+    return;
+  }
   const int size = static_cast<int>(frame.payload.size());
-  link->last_received = absl::Now();
   switch (frame.header.type) {
     case FrameType::kHelloAck: {
       v1::HelloAck ack;
@@ -272,8 +251,7 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
       if (ack.initial_stream_window() > 0) {
         link->window = ack.initial_stream_window();
       }
-      link->heartbeat_interval = absl::Milliseconds(ack.heartbeat_interval_ms());
-      StartHeartbeats(link);
+      link->keepalive->Begin(absl::Milliseconds(ack.heartbeat_interval_ms()));
       spdlog::info("service {} registered with gateway {} at {}:{}", impl->options.service_name,
                    ack.gateway_id(), link->address.host, link->address.port);
       return;
@@ -305,14 +283,6 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
       }
       return;
     }
-    case FrameType::kHeartbeat: {
-      v1::Heartbeat heartbeat;
-      if (heartbeat.ParseFromArray(frame.payload.data(), size) && !heartbeat.ack()) {
-        heartbeat.set_ack(true);
-        (void)link->connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
-      }
-      return;
-    }
     default:
       return;  // GOAWAY: the close follows
   }
@@ -322,15 +292,18 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
 asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
                             std::shared_ptr<Link> link) {
   ++impl->connection_attempts;
+  link->tls_used = impl->options.tls();
   absl::StatusOr<std::shared_ptr<FramedConnection>> connection =
       co_await FramedConnection::Connect(impl->executor, link->address.host, link->address.port,
-                                         impl->options.tls(), impl->options.connection);
+                                         link->tls_used, impl->options.connection);
   if (!connection.ok()) {
     link->last_error = connection.status();
     co_return;
   }
   link->connection = *connection;
-  link->last_received = absl::Now();
+  link->keepalive = std::make_unique<runtime::Keepalive>(
+      link->connection,
+      absl::StrCat("the gateway at ", link->address.host, ":", link->address.port));
   link->closed = false;
   link->registered = false;
   link->refusal = absl::OkStatus();
@@ -351,7 +324,7 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
         }
         alive->closed = true;
         alive->last_error = reason;
-        alive->heartbeat.cancel();
+        alive->keepalive->Stop();
         const absl::Status lost = absl::UnavailableError(
             absl::StrCat("the connection to the gateway closed: ", reason.message()));
         for (auto& [id, call] : alive->calls) {
@@ -384,6 +357,25 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
   link->connection.reset();
 }
 
+// Waits `wait` before the next attempt, or less: Shutdown cuts it short, and so does a new TLS
+// snapshot from the certificate provider when `until_new_certificate` (the last one was refused).
+asio::awaitable<void> Pause(Impl* impl, std::shared_ptr<Link> link, absl::Duration wait,
+                            bool until_new_certificate) {
+  const absl::Time until = absl::Now() + wait;
+  const absl::Duration slice =
+      until_new_certificate ? absl::Milliseconds(250) : absl::InfiniteDuration();
+  while (!impl->stopping && absl::Now() < until) {
+    boost::system::error_code ignored;
+    link->wake.expires_after(absl::ToChronoMicroseconds(std::min(until - absl::Now(), slice)));
+    co_await link->wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    if (until_new_certificate && impl->options.tls() != link->tls_used) {
+      spdlog::info("the certificate provider has a new certificate; retrying gateway {}:{} now",
+                   link->address.host, link->address.port);
+      co_return;
+    }
+  }
+}
+
 // Keeps a connection to one gateway: reconnects with exponential backoff and full jitter, and
 // after a refusal or an authentication failure waits the maximum delay instead of hammering.
 asio::awaitable<void> Maintain(std::shared_ptr<ServiceHost> host, Impl* impl,
@@ -398,6 +390,7 @@ asio::awaitable<void> Maintain(std::shared_ptr<ServiceHost> host, Impl* impl,
     }
     if (was_registered) {
       delay = impl->options.initial_reconnect_delay;
+      link->refusal_logged.clear();
     }
     const absl::Status& why = link->refusal.ok() ? link->last_error : link->refusal;
     const bool auth = why.code() == absl::StatusCode::kUnauthenticated ||
@@ -405,9 +398,14 @@ asio::awaitable<void> Maintain(std::shared_ptr<ServiceHost> host, Impl* impl,
     absl::Duration wait;
     if (auth) {
       wait = impl->options.max_reconnect_delay;
-      spdlog::error("gateway {}:{} refused service {}: {}; retrying in {}", link->address.host,
-                    link->address.port, impl->options.service_name, std::string(why.message()),
-                    absl::FormatDuration(wait));
+      // Logged once per distinct reason: a refusal repeats until someone fixes the certificate.
+      const bool repeated = link->refusal_logged == why.message();
+      spdlog::log(repeated ? spdlog::level::debug : spdlog::level::err,
+                  "gateway {}:{} refused service {}: {}; retrying when the certificate changes "
+                  "or in {}",
+                  link->address.host, link->address.port, impl->options.service_name,
+                  std::string(why.message()), absl::FormatDuration(wait));
+      link->refusal_logged = std::string(why.message());
     } else {
       std::uniform_int_distribution<std::int64_t> jitter(0, absl::ToInt64Microseconds(delay));
       wait = absl::Microseconds(jitter(impl->rng));
@@ -416,9 +414,7 @@ asio::awaitable<void> Maintain(std::shared_ptr<ServiceHost> host, Impl* impl,
                    absl::FormatDuration(wait));
     }
     delay = std::min(delay * 2, impl->options.max_reconnect_delay);
-    boost::system::error_code ignored;
-    link->wake.expires_after(absl::ToChronoMicroseconds(wait));
-    co_await link->wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    co_await Pause(impl, link, wait, /*until_new_certificate=*/auth);
   }
 }
 
@@ -461,14 +457,61 @@ void ServiceHost::Start() {
   }
 }
 
-void ServiceHost::Shutdown() {
-  impl_->stopping = true;
-  for (const auto& link : impl_->links) {
+namespace {
+
+// Closes every gateway connection once no call is left or `deadline` has passed (every 10 ms).
+void WatchShutdown(const std::shared_ptr<ServiceHost>& host, Impl* impl, absl::Time deadline,
+                   const std::function<void()>& done) {
+  std::size_t open_calls = 0;
+  for (const auto& link : impl->links) {
+    open_calls += link->calls.size();
+  }
+  if (open_calls > 0 && absl::Now() < deadline) {
+    impl->shutdown_timer->expires_after(std::chrono::milliseconds(10));
+    impl->shutdown_timer->async_wait([host, impl, deadline, done](boost::system::error_code ec) {
+      if (!ec) {
+        WatchShutdown(host, impl, deadline, done);
+      }
+    });
+    return;
+  }
+  if (open_calls > 0) {
+    spdlog::warn("service {}: shutdown grace period over with {} call(s) unfinished; cancelling",
+                 impl->options.service_name, open_calls);
+  }
+  for (const auto& link : impl->links) {
     if (link->connection) {
-      link->connection->Close(absl::OkStatus());
+      link->connection->Close(absl::OkStatus());  // cancels what is left
     }
     link->wake.cancel();
   }
+  if (done) {
+    done();
+  }
+}
+
+}  // namespace
+
+void ServiceHost::Shutdown(absl::Duration grace, std::function<void()> done) {
+  if (impl_->stopping) {
+    if (done) {
+      asio::post(impl_->executor, std::move(done));
+    }
+    return;
+  }
+  impl_->stopping = true;
+  // GOAWAY drain: each gateway stops routing new calls here at once.
+  v1::Goaway goaway;
+  goaway.set_reason(absl::StrCat("service ", impl_->options.service_name, " is shutting down"));
+  goaway.set_drain_timeout_ms(static_cast<std::uint32_t>(absl::ToInt64Milliseconds(grace)));
+  for (const auto& link : impl_->links) {
+    if (link->connection && !link->closed) {
+      (void)link->connection->Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
+    }
+    link->wake.cancel();  // ends a backoff wait
+  }
+  impl_->shutdown_timer = std::make_unique<asio::steady_timer>(impl_->executor);
+  WatchShutdown(shared_from_this(), impl_.get(), absl::Now() + grace, done);
 }
 
 std::size_t ServiceHost::registered_gateways() const {

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "runtime/framed_connection.h"
 #include "service_sdk/call.h"
+#include "service_sdk/gateway_address.h"
 #include "stella/router/v1/frames.pb.h"
 
 namespace stella::sdk {
@@ -56,11 +57,6 @@ class ServerCall {
 // before the coroutine ends). An exception it throws becomes INTERNAL with its message.
 using Handler = std::function<boost::asio::awaitable<absl::Status>(ServerCall&)>;
 
-struct GatewayAddress {
-  std::string host;
-  std::uint16_t port = 9501;
-};
-
 struct ServiceHostOptions {
   std::string service_name;
   // Unique per process; a random one when empty.
@@ -89,8 +85,10 @@ class ServiceHost : public std::enable_shared_from_this<ServiceHost> {
   // Starts keeping a connection to every gateway. The host keeps itself alive while it runs:
   // call Shutdown to stop it.
   void Start();
-  // Stops taking calls, cancels those in flight and closes the connections.
-  void Shutdown();
+  // Stops taking calls: tells every gateway (GOAWAY) to route no new ones here, lets the calls
+  // in flight finish for up to `grace`, then cancels what is left, closes the connections and
+  // calls `done` on the host's executor. Call it on that executor; a second call only waits.
+  void Shutdown(absl::Duration grace = absl::ZeroDuration(), std::function<void()> done = nullptr);
 
   // Gateways this host is currently registered with (HELLO_ACK received).
   std::size_t registered_gateways() const;

@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
 #include "runtime/tls/online_revocation.h"
@@ -104,6 +106,50 @@ absl::Status CheckDevSwitch(ConfigSection& section, const char* key, bool value,
   return absl::OkStatus();
 }
 
+// "host", "host:port" or "[v6 address]:port"; `default_port` when the port is left out.
+absl::StatusOr<GatewayEndpoint> ParseHostPort(const std::string& item, std::uint16_t default_port) {
+  const auto bad = [&item](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("item \"", item, "\" is not host[:port] (", why, ")"));
+  };
+  GatewayEndpoint endpoint;
+  endpoint.port = default_port;
+  std::string port;
+  if (absl::StartsWith(item, "[")) {
+    const std::size_t close = item.find(']');
+    if (close == std::string::npos) {
+      return bad("an IPv6 address needs its closing ]");
+    }
+    endpoint.host = item.substr(1, close - 1);
+    if (close + 1 < item.size()) {
+      if (item[close + 1] != ':') {
+        return bad("expected :port after ]");
+      }
+      port = item.substr(close + 2);
+    }
+  } else {
+    const std::size_t colon = item.find(':');
+    if (colon != std::string::npos && item.find(':', colon + 1) != std::string::npos) {
+      return bad("write an IPv6 address as [address]:port");
+    }
+    endpoint.host = item.substr(0, colon);
+    if (colon != std::string::npos) {
+      port = item.substr(colon + 1);
+    }
+  }
+  if (endpoint.host.empty()) {
+    return bad("the host is empty");
+  }
+  if (!port.empty() || absl::EndsWith(item, ":")) {
+    int value = 0;
+    if (!absl::SimpleAtoi(port, &value) || value < 1 || value > 65535) {
+      return bad("the port must be a number from 1 to 65535");
+    }
+    endpoint.port = static_cast<std::uint16_t>(value);
+  }
+  return endpoint;
+}
+
 }  // namespace
 
 absl::StatusOr<bool> ReadDevMode(ConfigSection& root) {
@@ -156,8 +202,12 @@ absl::StatusOr<TlsServerConfig> ParseTlsServerConfig(ConfigSection& section, boo
 
 absl::StatusOr<TlsClientConfig> ParseTlsClientConfig(ConfigSection& section, bool dev_mode) {
   TlsClientConfig config;
-  STELLA_RETURN_IF_ERROR(section.Read("GatewayHost", &config.gateway_host));
-  STELLA_RETURN_IF_ERROR(section.ReadInt("GatewayPort", 1, 65535, &config.gateway_port));
+  std::string gateway_host;
+  std::uint16_t gateway_port = 9501;
+  std::vector<std::string> gateways;
+  STELLA_RETURN_IF_ERROR(section.Read("GatewayHost", &gateway_host));
+  STELLA_RETURN_IF_ERROR(section.ReadInt("GatewayPort", 1, 65535, &gateway_port));
+  STELLA_RETURN_IF_ERROR(section.Read("Gateways", &gateways));
   CredentialSource& cert = config.certificate;
   cert.certificate_setting = "ClientCertificatePath";
   cert.key_setting = "ClientCertificateKeyPath";
@@ -185,8 +235,24 @@ absl::StatusOr<TlsClientConfig> ParseTlsClientConfig(ConfigSection& section, boo
 
   STELLA_RETURN_IF_ERROR(CheckDevSwitch(section, "SkipServerCertificateValidation",
                                         config.skip_server_validation, dev_mode));
-  if (config.gateway_host.empty()) {
-    return section.Error("GatewayHost", "is required: the host name or address of the gateway");
+  if (!gateways.empty() && !gateway_host.empty()) {
+    return section.Error("Gateways",
+                         "and GatewayHost are both set: list every gateway under Gateways, or "
+                         "name the one gateway with GatewayHost");
+  }
+  if (gateways.empty() && gateway_host.empty()) {
+    return section.Error("GatewayHost",
+                         "is required (or Gateways): the host name or address of the gateway");
+  }
+  if (gateways.empty()) {
+    config.gateways.push_back({gateway_host, gateway_port});
+  }
+  for (const std::string& item : gateways) {
+    absl::StatusOr<GatewayEndpoint> endpoint = ParseHostPort(item, gateway_port);
+    if (!endpoint.ok()) {
+      return section.Error("Gateways", endpoint.status().message());
+    }
+    config.gateways.push_back(*std::move(endpoint));
   }
   if (cert.certificate_path.empty() && cert.thumbprint.empty()) {
     return section.Error("ClientCertificatePath",
@@ -199,7 +265,16 @@ absl::StatusOr<TlsClientConfig> ParseTlsClientConfig(ConfigSection& section, boo
                          "is smaller than InitialReconnectDelayMs: the backoff could not grow");
   }
   if (config.expected_server_name.empty()) {
-    config.expected_server_name = config.gateway_host;
+    for (const GatewayEndpoint& gateway : config.gateways) {
+      if (gateway.host != config.gateways.front().host) {
+        return section.Error(
+            "Gateways", absl::StrCat("names more than one host (", config.gateways.front().host,
+                                     ", ", gateway.host,
+                                     "): set ExpectedServerName to the name every gateway's "
+                                     "certificate carries"));
+      }
+    }
+    config.expected_server_name = config.gateways.front().host;
   }
   if (config.tls.trust.ca_path.empty() && !config.skip_server_validation) {
     config.tls.trust.ca_path = kSystemCaBundle;

@@ -54,11 +54,19 @@ struct TlsServerConfig {
 };
 
 // Section `TlsClient:` — a service's (or caller's) connection to the gateway.
+// One gateway a service dials: its service listener.
+struct GatewayEndpoint {
+  std::string host;
+  std::uint16_t port = 9501;
+};
+
 struct TlsClientConfig {
-  std::string gateway_host;
-  std::uint16_t gateway_port = 9501;
+  // Every gateway replica to keep a connection to: the `Gateways:` list ("host[:port]" items), or
+  // the one GatewayHost/GatewayPort.
+  std::vector<GatewayEndpoint> gateways;
   CredentialSource certificate;
-  std::string expected_server_name;     // defaults to gateway_host
+  // Defaults to the gateways' host when they share one.
+  std::string expected_server_name;
   bool skip_server_validation = false;  // SkipServerCertificateValidation, DevMode only
   absl::Duration initial_reconnect_delay = absl::Seconds(1);
   absl::Duration max_reconnect_delay = absl::Seconds(30);

@@ -122,8 +122,9 @@ TEST(TlsConfigTest, SeedYamlParsesAsWritten) {
 
   absl::StatusOr<tls::TlsClientConfig> client = Client(kSeedYaml, env);
   ASSERT_THAT(client, IsOk());
-  EXPECT_EQ(client->gateway_host, "gateway.internal");
-  EXPECT_EQ(client->gateway_port, 9501);
+  ASSERT_EQ(client->gateways.size(), 1u);
+  EXPECT_EQ(client->gateways[0].host, "gateway.internal");
+  EXPECT_EQ(client->gateways[0].port, 9501);
   EXPECT_EQ(client->certificate.certificate_path, "/etc/stellaops/certs/service.pfx");
   EXPECT_EQ(client->certificate.password, "svc-pass");
   EXPECT_EQ(client->expected_server_name, "gateway.stellaops.internal");
@@ -224,7 +225,7 @@ TlsClient:
   HandshakeTimeoutSeconds: 4
 )");
   ASSERT_THAT(config, IsOk());
-  EXPECT_EQ(config->gateway_port, 9700);
+  EXPECT_EQ(config->gateways.at(0).port, 9700);
   EXPECT_EQ(config->certificate.password, "default-pw");
   EXPECT_EQ(config->certificate.thumbprint, "abc");
   EXPECT_EQ(config->expected_server_name, "gateway.internal");
@@ -299,6 +300,51 @@ TEST(TlsConfigTest, RequiredKeys) {
   EXPECT_THAT(Client("TlsClient:\n  ClientCertificatePath: /c.pem\n"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("TlsClient.GatewayHost: is required")));
+}
+
+TEST(TlsConfigTest, GatewaysListsEveryReplica) {
+  absl::StatusOr<tls::TlsClientConfig> config = Client(R"(
+TlsClient:
+  Gateways: ["gw.internal:9601", "gw.internal", "[::1]:9701"]
+  GatewayPort: 9600
+  ExpectedServerName: gateway.internal
+  ClientCertificatePath: /c.pem
+)");
+  ASSERT_THAT(config, IsOk());
+  ASSERT_EQ(config->gateways.size(), 3u);
+  EXPECT_EQ(config->gateways[0].host, "gw.internal");
+  EXPECT_EQ(config->gateways[0].port, 9601);
+  EXPECT_EQ(config->gateways[1].port, 9600);  // GatewayPort is the default port of the list
+  EXPECT_EQ(config->gateways[2].host, "::1");
+  EXPECT_EQ(config->gateways[2].port, 9701);
+
+  absl::StatusOr<tls::TlsClientConfig> one_host = Client(
+      "TlsClient:\n  Gateways: a.internal:1, a.internal:2\n  ClientCertificatePath: /c.pem\n");
+  ASSERT_THAT(one_host, IsOk());
+  EXPECT_EQ(one_host->expected_server_name, "a.internal");
+}
+
+TEST(TlsConfigTest, BadGatewaysAreNamed) {
+  const auto parse = [](const std::string& gateways) {
+    return Client("TlsClient:\n  Gateways: [" + gateways + "]\n  ClientCertificatePath: /c\n");
+  };
+  EXPECT_THAT(parse("\"gw:http\""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("TlsClient.Gateways: item \"gw:http\" is not host[:port] (the "
+                                 "port must be a number from 1 to 65535)")));
+  EXPECT_THAT(parse("\"::1:9501\""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("write an IPv6 address as [address]:port")));
+  EXPECT_THAT(parse("\":9501\""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("the host is empty")));
+  EXPECT_THAT(parse("a.internal, b.internal"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("names more than one host (a.internal, b.internal): set "
+                                 "ExpectedServerName")));
+  EXPECT_THAT(
+      Client("TlsClient:\n  Gateways: [a]\n  GatewayHost: b\n  ClientCertificatePath: /c\n"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("TlsClient.Gateways: and GatewayHost are both set")));
 }
 
 TEST(TlsConfigTest, DevSwitchesNeedDevMode) {

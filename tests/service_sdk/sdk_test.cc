@@ -4,6 +4,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/async.h"
+#include "service_sdk/blocking.h"
 #include "service_sdk/channel.h"
 #include "service_sdk/service_config.h"
 #include "service_sdk/service_host.h"
@@ -141,6 +143,21 @@ asio::awaitable<absl::Status> Hang(ServerCall& call) {
   co_return absl::OkStatus();
 }
 
+// Answers "rested" once g_release_naps is set (polling every 5 ms, for at most 5 s).
+bool g_release_naps = false;
+asio::awaitable<absl::Status> Nap(ServerCall& call) {
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  for (int i = 0; i < 1000 && !g_release_naps && !call.context().cancelled(); ++i) {
+    tick.expires_after(std::chrono::milliseconds(5));
+    co_await tick.async_wait(asio::use_awaitable);
+  }
+  if (call.context().cancelled()) {
+    co_return call.context().cancel_reason();
+  }
+  call.SetResponse("rested");
+  co_return absl::OkStatus();
+}
+
 // A "gateway" that accepts HELLO, announcing 100 ms heartbeats, and then never sends a byte: a
 // network path that went quiet without closing.
 asio::awaitable<void> SilentGateway(asio::ip::tcp::acceptor* acceptor,
@@ -228,11 +245,16 @@ class SdkTest : public ::testing::Test {
   std::shared_ptr<ServiceHost> StartService(const testing::MintedCert& cert,
                                             const std::string& name,
                                             absl::Duration max_delay = absl::Milliseconds(200)) {
+    auto tls = Tls(cert, TlsRole::kClient);
+    return StartService([tls] { return tls; }, name, max_delay);
+  }
+
+  std::shared_ptr<ServiceHost> StartService(std::function<std::shared_ptr<const TlsContext>()> tls,
+                                            const std::string& name, absl::Duration max_delay) {
     ServiceHostOptions options;
     options.service_name = name;
     options.gateways = {{"127.0.0.1", gateway_->service_port()}};
-    auto tls = Tls(cert, TlsRole::kClient);
-    options.tls = [tls] { return tls; };
+    options.tls = std::move(tls);
     options.initial_reconnect_delay = absl::Milliseconds(20);
     options.max_reconnect_delay = max_delay;
     auto host = ServiceHost::Create(loop_.executor(), std::move(options));
@@ -247,6 +269,7 @@ class SdkTest : public ::testing::Test {
         host->Register(Endpoint("test.v1.Texts/Shout", v1::CALL_KIND_BIDI_STREAMING), Shout),
         IsOk());
     EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
+    EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Nap", v1::CALL_KIND_UNARY), Nap), IsOk());
     EXPECT_THAT(
         host->Register(Endpoint("test.v1.Texts/Flood", v1::CALL_KIND_SERVER_STREAMING), Flood),
         IsOk());
@@ -254,11 +277,14 @@ class SdkTest : public ::testing::Test {
     return host;
   }
 
-  std::shared_ptr<Channel> Connect() {
+  std::shared_ptr<Channel> Connect(std::vector<GatewayAddress> gateways = {}) {
     ChannelOptions options;
-    options.host = "127.0.0.1";
-    options.port = gateway_->caller_port();
-    options.tls = Tls(frontend_, TlsRole::kClient);
+    options.gateways = gateways.empty()
+                           ? std::vector<GatewayAddress>{{"127.0.0.1", gateway_->caller_port()}}
+                           : std::move(gateways);
+    options.initial_reconnect_delay = absl::Milliseconds(20);
+    auto tls = Tls(frontend_, TlsRole::kClient);
+    options.tls = [tls] { return tls; };
     auto channel = loop_.Run(Channel::Connect(loop_.executor(), options));
     EXPECT_THAT(channel, IsOk());
     return channel.ok() ? *channel : nullptr;
@@ -577,7 +603,7 @@ TEST_F(SdkTest, ServiceConfiguredFromATlsClientSection) {
 
 TEST_F(SdkTest, SetUpRefusesAnUnusableCertificate) {
   runtime::tls::TlsClientConfig config;
-  config.gateway_host = "127.0.0.1";
+  config.gateways = {{"127.0.0.1", 1}};
   config.certificate.certificate_path = dir_.Write("bad.crt", TestPki::Pem(pki_.client));
   config.certificate.key_path = dir_.Write("bad.key", TestPki::KeyPem(pki_.server));
   config.tls.trust.ca_path = dir_.Write("ca.crt", TestPki::Pem(pki_.root));
@@ -595,6 +621,192 @@ TEST_F(SdkTest, RefusedRegistrationIsNotRetriedInAHotLoop) {
   EXPECT_GE(host->connection_attempts(), 1u);
   EXPECT_LE(host->connection_attempts(), 2u);
   EXPECT_TRUE(gateway_->routes().Snapshot()->instances.empty());
+  host->Shutdown();
+}
+
+}  // namespace
+}  // namespace stella::sdk
+
+namespace stella::sdk {
+namespace {
+
+TEST_F(SdkTest, ChannelFailsOverToTheNextGateway) {
+  std::unique_ptr<gateway::Gateway> first = std::move(gateway_);
+  StartGateway();
+  std::unique_ptr<gateway::Gateway> second = std::move(gateway_);
+  ServiceHostOptions options;
+  options.service_name = "greeter";
+  options.gateways = {{"127.0.0.1", first->service_port()}, {"127.0.0.1", second->service_port()}};
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  options.initial_reconnect_delay = absl::Milliseconds(20);
+  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 2; }));
+
+  const std::string first_address = absl::StrCat("127.0.0.1:", first->caller_port());
+  const std::string second_address = absl::StrCat("127.0.0.1:", second->caller_port());
+  auto channel =
+      Connect({{"127.0.0.1", first->caller_port()}, {"127.0.0.1", second->caller_port()}});
+  ASSERT_NE(channel, nullptr);
+  EXPECT_EQ(channel->gateway(), first_address);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "one")), IsOk());
+
+  first.reset();  // the preferred gateway goes away: calls on it fail, later ones move on
+  ASSERT_TRUE(loop_.PumpUntil([&] { return channel->gateway() != first_address; }));
+  CallOptions ready;  // waits for the reconnection instead of failing fast
+  ready.wait_for_ready = true;
+  ready.timeout = absl::Seconds(10);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "two", ready)), IsOk());
+  EXPECT_EQ(channel->gateway(), second_address);
+  EXPECT_THAT(channel->last_error(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr(first_address)));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "three")), IsOk());
+  }
+}
+
+TEST_F(SdkTest, ChannelWithNoGatewayFailsFastAndNamesEachOne) {
+  asio::ip::tcp::acceptor closed(loop_.io(), {asio::ip::make_address("127.0.0.1"), 0});
+  const std::uint16_t dead_port = closed.local_endpoint().port();
+  closed.close();
+  ChannelOptions options;
+  options.gateways = {{"127.0.0.1", dead_port}, {"127.0.0.1", dead_port}};
+  auto tls = Tls(frontend_, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  auto channel = loop_.Run(Channel::Connect(loop_.executor(), options));
+  EXPECT_THAT(channel, StatusIs(absl::StatusCode::kUnavailable,
+                                HasSubstr("no gateway accepted the channel: ")));
+  options.gateways.clear();
+  EXPECT_THAT(loop_.Run(Channel::Connect(loop_.executor(), options)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gateways is empty")));
+}
+
+TEST_F(SdkTest, ShutdownLetsCallsInFlightFinish) {
+  g_release_naps = false;
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  auto napping = channel->Open("test.v1.Texts/Nap", {}, std::string(""), true);
+  ASSERT_THAT(napping, IsOk());
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 1; }));
+
+  bool done = false;
+  host->Shutdown(absl::Seconds(10), [&done] { done = true; });
+  // The gateway routes nothing new here once it has the GOAWAY.
+  ASSERT_TRUE(loop_.PumpUntil(
+      [&] { return gateway_->routes().Snapshot()->instances.front()->draining.load(); }));
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "late")),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(done);
+  g_release_naps = true;
+  auto [messages, status] = loop_.Run(ReadAll(napping->get()));
+  EXPECT_THAT(status, IsOk());
+  EXPECT_THAT(messages, ElementsAre("rested"));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return done; }));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.empty(); }));
+}
+
+TEST_F(SdkTest, ShutdownCancelsWhatOutlivesTheGracePeriod) {
+  g_cancellations_seen = 0;
+  auto host = StartService(pki_.client, "greeter");
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  auto hanging = channel->Open("test.v1.Texts/Hang", {}, std::string(""), true);
+  ASSERT_THAT(hanging, IsOk());
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 1; }));
+  bool done = false;
+  host->Shutdown(absl::Milliseconds(100), [&done] { done = true; });
+  ASSERT_TRUE(loop_.PumpUntil([&] { return done; }));
+  auto [messages, status] = loop_.Run(ReadAll(hanging->get()));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 0; }));
+  EXPECT_EQ(g_cancellations_seen, 1);
+}
+
+TEST_F(SdkTest, RefusedCertificateIsRetriedAsSoonAsTheProviderHasANewOne) {
+  // A certificate for "billing" may not register "greeter". The maximum delay is a minute, but
+  // the host tries again as soon as its certificate source has a new snapshot.
+  runtime::tls::CertSpec billing = testing::LeafSpec("billing", false, true);
+  billing.dns_names = {"billing"};
+  auto current = std::make_shared<std::shared_ptr<const TlsContext>>(
+      Tls(testing::MustMint(billing, &pki_.root), TlsRole::kClient));
+  auto host = StartService([current] { return *current; }, "greeter", absl::Minutes(1));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->connection_attempts() == 1; }));
+  loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(300));
+  EXPECT_EQ(host->registered_gateways(), 0u);
+  EXPECT_EQ(host->connection_attempts(), 1u);  // no retry loop
+
+  *current = Tls(pki_.client, TlsRole::kClient);  // the operator fixed the certificate
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  EXPECT_EQ(host->connection_attempts(), 2u);
+  host->Shutdown();
+}
+
+// A blocking handler runs on the pool: while it blocks, other calls on the same connection are
+// served; its result, its exception and the call's cancellation all reach the right place.
+TEST_F(SdkTest, BlockingHandlersRunOnThePoolAndNeverStallTheConnection) {
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> saw_cancel{false};
+  BlockingPool pool(2);
+  auto host = StartService(pki_.client, "greeter");
+  host->Shutdown();  // replaced by one with the blocking methods
+  ServiceHostOptions options;
+  options.service_name = "greeter";
+  options.gateways = {{"127.0.0.1", gateway_->service_port()}};
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  host = ServiceHost::Create(loop_.executor(), std::move(options));
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Lookup", v1::CALL_KIND_UNARY),
+                             pool.Unary([&](const CallContext& context,
+                                            const std::string& key) -> absl::StatusOr<std::string> {
+                               if (key == "throw") {
+                                 throw std::runtime_error("driver crashed");
+                               }
+                               if (key == "wait-for-cancel") {
+                                 for (int i = 0; i < 500 && !context.cancelled(); ++i) {
+                                   std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                                 }
+                                 saw_cancel = context.cancelled();
+                                 return absl::CancelledError("gave up");
+                               }
+                               blocked = true;
+                               opened.wait_for(std::chrono::seconds(10));  // a slow driver
+                               return "row for " + key + " via " + context.caller_identity();
+                             })),
+              IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+
+  auto slow = channel->Open("test.v1.Texts/Lookup", {}, std::string("k1"), true);
+  ASSERT_THAT(slow, IsOk());
+  ASSERT_TRUE(loop_.PumpUntil([&] { return blocked.load(); }));
+  for (int i = 0; i < 20; ++i) {  // served while Lookup blocks its pool thread
+    EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "meanwhile")), IsOk());
+  }
+  gate.set_value();
+  auto [messages, status] = loop_.Run(ReadAll(slow->get()));
+  EXPECT_THAT(status, IsOk());
+  EXPECT_THAT(messages, ElementsAre("row for k1 via CN=frontend,O=Stella Tests"));
+
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Lookup", "throw")),
+              StatusIs(absl::StatusCode::kInternal,
+                       HasSubstr("the handler of test.v1.Texts/Lookup threw an exception: driver "
+                                 "crashed")));
+  CallOptions short_deadline;
+  short_deadline.timeout = absl::Milliseconds(100);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Lookup", "wait-for-cancel", short_deadline)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 0; }));
+  EXPECT_TRUE(saw_cancel.load());
   host->Shutdown();
 }
 

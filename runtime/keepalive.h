@@ -1,0 +1,43 @@
+// Liveness of one framed connection, for the SDK's ends of it: a HEARTBEAT every interval, an
+// answer to each of the peer's, and a close with UNAVAILABLE once nothing at all has arrived for
+// three intervals (a path that went silent without closing). docs/protocol.md, "HEARTBEAT".
+#ifndef STELLA_RUNTIME_KEEPALIVE_H_
+#define STELLA_RUNTIME_KEEPALIVE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "runtime/frame_codec.h"
+
+namespace stella::runtime {
+
+class FramedConnection;
+
+// Lives on the connection's executor, like the connection.
+class Keepalive {
+ public:
+  // Watches `connection` (held weakly); `peer` names the other side in the close reason. Until
+  // Begin, it only answers the peer's heartbeats.
+  Keepalive(const std::shared_ptr<FramedConnection>& connection, std::string peer);
+  ~Keepalive();
+  Keepalive(const Keepalive&) = delete;
+  Keepalive& operator=(const Keepalive&) = delete;
+
+  // Call with every frame received: it counts as a sign of life, and a HEARTBEAT that asks for
+  // an answer gets one. True if the frame was a HEARTBEAT (nothing more to do with it).
+  bool OnFrame(const FrameView& frame);
+  // Starts sending a heartbeat every `interval` (from HELLO_ACK) and watching for silence.
+  void Begin(absl::Duration interval);
+  // Stops the timer (the connection closed).
+  void Stop();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;  // shared with the timer's callback, which holds it weakly
+};
+
+}  // namespace stella::runtime
+
+#endif  // STELLA_RUNTIME_KEEPALIVE_H_
