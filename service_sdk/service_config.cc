@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "runtime/config.h"
+
 namespace stella::sdk {
 
 absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& config,
@@ -35,6 +38,33 @@ absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& c
   options.initial_reconnect_delay = config.initial_reconnect_delay;
   options.max_reconnect_delay = config.max_reconnect_delay;
   return setup;
+}
+
+absl::StatusOr<ServiceSetup> LoadServiceConfig(const std::string& path, std::string service_name) {
+  absl::StatusOr<runtime::ConfigFile> file = runtime::ConfigFile::Load(path);
+  if (!file.ok()) {
+    return file.status();
+  }
+  absl::StatusOr<bool> dev_mode = runtime::tls::ReadDevMode(file->root());
+  if (!dev_mode.ok()) {
+    return dev_mode.status();
+  }
+  absl::StatusOr<std::optional<runtime::ConfigSection>> section = file->root().Section("TlsClient");
+  if (!section.ok()) {
+    return section.status();
+  }
+  if (!section->has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     ": has no TlsClient: section (the gateways to dial and the service's "
+                     "certificate)"));
+  }
+  absl::StatusOr<runtime::tls::TlsClientConfig> config =
+      runtime::tls::ParseTlsClientConfig(**section, *dev_mode);
+  if (!config.ok()) {
+    return config.status();
+  }
+  return SetUpService(*config, std::move(service_name));
 }
 
 }  // namespace stella::sdk

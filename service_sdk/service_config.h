@@ -21,10 +21,15 @@ struct ServiceSetup {
 
 // Starts the certificate provider for `config` (failing, with the loader's sentence, when the
 // certificate or the gateway's CA cannot be loaded) and fills ServiceHostOptions: the gateway
-// (GatewayHost:GatewayPort), region and version, reconnect delays, handshake timeout, and a TLS
-// source that always takes the provider's current snapshot.
+// (Gateways, or GatewayHost:GatewayPort), region and version, reconnect delays, handshake timeout,
+// and a TLS source that always takes the provider's current snapshot.
 absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& config,
                                           std::string service_name);
+
+// Reads the service's YAML file at `path` — its `DevMode:` and `TlsClient:` section; other
+// top-level sections are left to the application — and calls SetUpService. Errors name the file,
+// line and key.
+absl::StatusOr<ServiceSetup> LoadServiceConfig(const std::string& path, std::string service_name);
 
 }  // namespace stella::sdk
 

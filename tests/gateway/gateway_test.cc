@@ -3,6 +3,7 @@
 // yet), so each test controls exactly what crosses the wire.
 #include "gateway/gateway.h"
 
+#include <array>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -601,6 +602,38 @@ TEST_F(GatewayTest, CallerSendingPastItsWindowOrGrantingZeroIsCutOff) {
   ASSERT_TRUE(WaitFor(*zero, FrameType::kGoaway));
   EXPECT_EQ(Parse<v1::Goaway>(zero->Of(FrameType::kGoaway).front()).reason(),
             "WINDOW_UPDATE granting 0 bytes");
+  EXPECT_FALSE(service->closed.has_value());
+}
+
+// Peers that open TCP and never start TLS are closed at the handshake timeout, counted by
+// reason, and a real service registers while they hang around.
+TEST_F(GatewayTest, TcpPeersThatNeverSpeakAreClosedAtTheHandshakeTimeout) {
+  StartGateway([](GatewayConfig& config) {
+    config.services.tls.handshake_timeout = absl::Milliseconds(300);
+  });
+  namespace asio = boost::asio;
+  constexpr int kSilent = 200;
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> silent;
+  for (int i = 0; i < kSilent; ++i) {
+    auto socket = std::make_unique<asio::ip::tcp::socket>(loop_.io());
+    socket->connect({asio::ip::make_address("127.0.0.1"), gateway_->service_port()});
+    silent.push_back(std::move(socket));
+  }
+  auto service = Service(pki_.client, "greeter");  // served while 200 peers sit silent
+  EXPECT_EQ(gateway_->routes().Snapshot()->instances.size(), 1u);
+
+  // Each silent socket sees EOF once the gateway gives up on it.
+  int closed = 0;
+  std::array<char, 16> byte{};
+  for (auto& socket : silent) {
+    socket->async_read_some(asio::buffer(byte), [&closed](boost::system::error_code ec,
+                                                          std::size_t) { closed += ec ? 1 : 0; });
+  }
+  ASSERT_TRUE(loop_.PumpUntil([&] { return closed == kSilent; }));
+  EXPECT_THAT(gateway_->metrics().Serialize(),
+              HasSubstr(absl::StrCat("stella_gateway_handshake_failures_total{reason=\""
+                                     "handshake_timeout\"} ",
+                                     kSilent)));
   EXPECT_FALSE(service->closed.has_value());
 }
 

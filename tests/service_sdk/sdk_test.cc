@@ -1,5 +1,9 @@
 // The service SDK against a real gateway over loopback mutual TLS: a ServiceHost serving
 // handlers, a Channel calling them, every call kind, errors, deadlines and lost connections.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,6 +27,8 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_pki.h"
+
+extern char** environ;
 
 namespace stella::sdk {
 namespace {
@@ -808,6 +814,138 @@ TEST_F(SdkTest, BlockingHandlersRunOnThePoolAndNeverStallTheConnection) {
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->calls_in_flight() == 0; }));
   EXPECT_TRUE(saw_cancel.load());
   host->Shutdown();
+}
+
+// A stella-test-service process, killed with SIGKILL when the test ends.
+class ServiceProcess {
+ public:
+  ServiceProcess(const std::string& config, const std::string& instance) {
+    const std::string binary = std::string(STELLA_BINARY_DIR) + "/stella-test-service";
+    std::vector<std::string> args = {binary, "--config=" + config, "--name=greeter",
+                                     "--instance=" + instance};
+    std::vector<char*> argv;
+    for (std::string& arg : args) {
+      argv.push_back(arg.data());
+    }
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+    }
+  }
+  ~ServiceProcess() { Kill(); }
+  ServiceProcess(const ServiceProcess&) = delete;
+  ServiceProcess& operator=(const ServiceProcess&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  void Kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// How long the callers may wait to learn that their service died. The sanitizers slow every
+// step down several times; the bound the issue sets is for a normal build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr absl::Duration kFailFastBound = absl::Seconds(2);
+#else
+constexpr absl::Duration kFailFastBound = absl::Milliseconds(200);
+#endif
+
+// Reads `call` to its end and records when it ended and how.
+struct Outcome {
+  absl::Time ended = absl::InfiniteFuture();
+  absl::Status status;
+  bool done = false;
+};
+asio::awaitable<void> Await(std::unique_ptr<ClientCall> call, Outcome* outcome) {
+  absl::StatusOr<std::optional<std::string>> response = co_await call->Read();
+  outcome->ended = absl::Now();
+  outcome->status = response.status();
+  outcome->done = true;
+}
+
+// kill -9 of a service process with 1,000 calls in flight over two instances: every call on the
+// killed one ends with UNAVAILABLE naming it, within kFailFastBound; the other instance keeps its
+// calls and serves new ones.
+TEST_F(SdkTest, KilledServiceProcessFailsItsCallsAtOnce) {
+  const std::string cert = dir_.Write("proc/greeter.crt", TestPki::Pem(pki_.client));
+  const std::string key = dir_.Write("proc/greeter.key", TestPki::KeyPem(pki_.client));
+  const std::string ca = dir_.Write("proc/ca.crt", TestPki::Pem(pki_.root));
+  const std::string config = dir_.Write(
+      "proc/service.yaml",
+      absl::StrCat("TlsClient:\n  Gateways: [\"127.0.0.1:", gateway_->service_port(),
+                   "\"]\n  ClientCertificatePath: ", cert, "\n  ClientCertificateKeyPath: ", key,
+                   "\n  ServerCaCertificatePath: ", ca,
+                   "\n  ExpectedServerName: localhost\n"
+                   "  InitialReconnectDelayMs: 50\n"));
+  ServiceProcess victim(config, "victim");
+  ServiceProcess survivor(config, "survivor");
+  ASSERT_TRUE(victim.started() && survivor.started());
+  ASSERT_TRUE(loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.size() == 2; },
+                              std::chrono::seconds(20)));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+
+  constexpr int kCalls = 1000;
+  std::vector<Outcome> outcomes(kCalls);
+  CallOptions options;
+  options.timeout = absl::Seconds(60);
+  for (int i = 0; i < kCalls; ++i) {
+    auto call = channel->Open("test.v1.Texts/Hang", options, std::string(""), true);
+    ASSERT_THAT(call, IsOk());
+    asio::co_spawn(loop_.io(), Await(*std::move(call), &outcomes[i]),
+                   runtime::LogCoroutineFailure("await call"));
+  }
+  auto outstanding = [&](const std::string& instance) -> std::int64_t {
+    for (const auto& candidate : gateway_->routes().Snapshot()->instances) {
+      if (candidate->instance_id == instance) {
+        return candidate->outstanding.load();
+      }
+    }
+    return -1;
+  };
+  ASSERT_TRUE(
+      loop_.PumpUntil([&] { return outstanding("victim") + outstanding("survivor") == kCalls; },
+                      std::chrono::seconds(20)));
+  const std::int64_t on_victim = outstanding("victim");
+  ASSERT_GT(on_victim, 0);
+  ASSERT_LT(on_victim, kCalls);
+
+  const absl::Time killed_at = absl::Now();
+  victim.Kill();
+  auto ended = [&] {
+    return std::count_if(outcomes.begin(), outcomes.end(),
+                         [](const Outcome& outcome) { return outcome.done; });
+  };
+  ASSERT_TRUE(loop_.PumpUntil([&] { return ended() >= on_victim; }, std::chrono::seconds(10)));
+  absl::Duration slowest = absl::ZeroDuration();
+  for (const Outcome& outcome : outcomes) {
+    if (outcome.done) {
+      EXPECT_THAT(outcome.status,
+                  StatusIs(absl::StatusCode::kUnavailable,
+                           HasSubstr("instance \"victim\" of service \"greeter\"")));
+      slowest = std::max(slowest, outcome.ended - killed_at);
+    }
+  }
+  std::printf("kill -9 with %d calls in flight: %lld calls failed, the last %s after the kill\n",
+              kCalls, static_cast<long long>(on_victim), absl::FormatDuration(slowest).c_str());
+  EXPECT_LT(slowest, kFailFastBound);
+
+  // The survivor still holds its calls, and serves new ones.
+  loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(100));
+  EXPECT_EQ(ended(), on_victim);
+  EXPECT_EQ(outstanding("survivor"), kCalls - on_victim);
+  absl::StatusOr<std::string> echo = loop_.Run(channel->Call("test.v1.Texts/Echo", "x"));
+  ASSERT_THAT(echo, IsOk());
+  EXPECT_EQ(*echo, "survivor: x");
+  channel->Close();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return ended() == kCalls; }));
 }
 
 }  // namespace
