@@ -1,10 +1,12 @@
 #include "service_sdk/channel.h"
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
@@ -126,6 +128,7 @@ struct Channel::Impl {
   asio::steady_timer backoff;
   bool reconnecting = false;
   bool closing = false;
+  std::atomic<std::thread::id> thread;  // the io thread, as last seen handling a frame
   absl::Status last_error;
   std::minstd_rand rng{std::random_device{}()};
 };
@@ -167,6 +170,7 @@ void OnLinkClosed(const std::shared_ptr<Impl>& impl, const std::shared_ptr<Calle
 
 void OnLinkFrame(const std::shared_ptr<Impl>& impl, const std::shared_ptr<CallerLink>& link,
                  const runtime::FrameView& frame) {
+  impl->thread.store(std::this_thread::get_id(), std::memory_order_relaxed);
   if (link->keepalive.OnFrame(frame)) {
     return;
   }
@@ -394,6 +398,12 @@ std::string Channel::gateway() const {
 }
 
 absl::Status Channel::last_error() const { return impl_->last_error; }
+
+asio::any_io_executor Channel::executor() const { return impl_->executor; }
+
+bool Channel::running_in_this_thread() const {
+  return impl_->thread.load(std::memory_order_relaxed) == std::this_thread::get_id();
+}
 
 asio::awaitable<absl::Status> Channel::WaitForReady(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

@@ -116,6 +116,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::string gateway() const;
   // Why the last connection ended or the last attempt failed; OK if none has.
   absl::Status last_error() const;
+  // The executor the channel lives on; calls must be made there.
+  boost::asio::any_io_executor executor() const;
+  // True on the thread that runs the channel's executor (as far as the channel has seen).
+  bool running_in_this_thread() const;
 
   struct Impl;
 

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/tls/certificate_provider.h"
 #include "runtime/tls/tls_config.h"
+#include "service_sdk/channel.h"
 #include "service_sdk/service_host.h"
 
 namespace stella::sdk {
@@ -30,6 +31,18 @@ absl::StatusOr<ServiceSetup> SetUpService(const runtime::tls::TlsClientConfig& c
 // top-level sections are left to the application — and calls SetUpService. Errors name the file,
 // line and key.
 absl::StatusOr<ServiceSetup> LoadServiceConfig(const std::string& path, std::string service_name);
+
+struct ChannelSetup {
+  // Owns the caller's TLS snapshots; must outlive the channels built from `options`.
+  std::unique_ptr<runtime::tls::CertificateProvider> provider;
+  ChannelOptions options;
+};
+
+// The same for a caller: a `TlsClient:` section naming the gateways' caller listeners (port 9502)
+// and the caller's certificate becomes ChannelOptions. `name` goes to the gateway's logs.
+absl::StatusOr<ChannelSetup> SetUpChannel(const runtime::tls::TlsClientConfig& config,
+                                          std::string name);
+absl::StatusOr<ChannelSetup> LoadChannelConfig(const std::string& path, std::string name);
 
 }  // namespace stella::sdk
 

@@ -1,5 +1,6 @@
 #include "service_sdk/service_host.h"
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -10,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.pb.h"
 #include "runtime/async.h"
 #include "runtime/keepalive.h"
 #include "spdlog/spdlog.h"
@@ -89,6 +91,7 @@ struct ServiceHost::Impl {
   asio::any_io_executor executor;
   ServiceHostOptions options;
   absl::flat_hash_map<std::string, std::pair<v1::Endpoint, Handler>> handlers;
+  google::protobuf::FileDescriptorSet schema;  // sent in HELLO
   std::vector<std::shared_ptr<Link>> links;
   std::size_t calls_in_flight = 0;
   std::size_t calls_handled = 0;
@@ -345,8 +348,17 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
   if (!impl->options.version.empty()) {
     (*hello.mutable_metadata())["version"] = impl->options.version;
   }
+  std::vector<const v1::Endpoint*> endpoints;
   for (const auto& [method, entry] : impl->handlers) {
-    *hello.add_endpoints() = entry.first;
+    endpoints.push_back(&entry.first);
+  }
+  std::sort(endpoints.begin(), endpoints.end(),
+            [](const v1::Endpoint* a, const v1::Endpoint* b) { return a->method() < b->method(); });
+  for (const v1::Endpoint* endpoint : endpoints) {
+    *hello.add_endpoints() = *endpoint;  // in a stable order, for /routes and logs
+  }
+  if (impl->schema.file_size() > 0) {
+    hello.set_file_descriptor_set(impl->schema.SerializeAsString());
   }
   (void)link->connection->Send(FrameType::kHello, 0, CorrelationId{}, hello);
   while (!link->closed) {
@@ -443,6 +455,23 @@ absl::Status ServiceHost::Register(const v1::Endpoint& endpoint, Handler handler
            .second) {
     return absl::InvalidArgumentError(
         absl::StrCat("a handler for ", endpoint.method(), " is already registered"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServiceHost::AddFileDescriptorSet(absl::string_view serialized) {
+  google::protobuf::FileDescriptorSet set;
+  if (!set.ParseFromArray(serialized.data(), static_cast<int>(serialized.size()))) {
+    return absl::InvalidArgumentError("the schema is not a serialized FileDescriptorSet");
+  }
+  for (const google::protobuf::FileDescriptorProto& file : set.file()) {
+    const bool known = std::any_of(impl_->schema.file().begin(), impl_->schema.file().end(),
+                                   [&file](const google::protobuf::FileDescriptorProto& have) {
+                                     return have.name() == file.name();
+                                   });
+    if (!known) {
+      *impl_->schema.add_file() = file;
+    }
   }
   return absl::OkStatus();
 }

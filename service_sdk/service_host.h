@@ -82,6 +82,11 @@ class ServiceHost : public std::enable_shared_from_this<ServiceHost> {
   // "package.Service/Method" or one registered twice.
   absl::Status Register(const router::v1::Endpoint& endpoint, Handler handler);
 
+  // Adds the schema of registered methods — a serialized google.protobuf.FileDescriptorSet, as
+  // generated code provides — to what HELLO tells the gateways (files are merged by name).
+  // INVALID_ARGUMENT if it does not parse.
+  absl::Status AddFileDescriptorSet(absl::string_view serialized);
+
   // Starts keeping a connection to every gateway. The host keeps itself alive while it runs:
   // call Shutdown to stop it.
   void Start();
