@@ -77,6 +77,7 @@ function(stella_generate)
   endforeach()
 
   target_sources(${ARG_TARGET} PRIVATE ${outputs})
-  target_include_directories(${ARG_TARGET} PUBLIC "$<BUILD_INTERFACE:${out_dir}>")
+  # SYSTEM: warnings and lint findings in generated code are not the user's to fix.
+  target_include_directories(${ARG_TARGET} SYSTEM PUBLIC "$<BUILD_INTERFACE:${out_dir}>")
   target_link_libraries(${ARG_TARGET} PUBLIC Stella::sdk)
 endfunction()

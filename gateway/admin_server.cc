@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gateway/identity_rules.h"
@@ -63,7 +64,7 @@ std::string RoutesJson(const RoutingSnapshot& snapshot) {
                     ",\"outstanding\":", instance->outstanding.load(),
                     ",\"draining\":", instance->draining.load() ? "true" : "false",
                     ",\"healthy\":", instance->healthy.load() ? "true" : "false",
-                    ",\"endpoints\":[");
+                    ",\"schema_bytes\":", instance->file_descriptor_set.size(), ",\"endpoints\":[");
     bool first_endpoint = true;
     for (const auto& endpoint : instance->endpoints) {
       absl::StrAppend(&out, first_endpoint ? "" : ",",
@@ -83,6 +84,15 @@ struct AdminServer::State {
   tcp::acceptor acceptor;
   AdminSources sources;
 };
+
+std::optional<std::string> SchemaOf(const RoutingSnapshot& snapshot, const std::string& service) {
+  for (const auto& instance : snapshot.instances) {
+    if (instance->service_name == service && !instance->file_descriptor_set.empty()) {
+      return instance->file_descriptor_set;
+    }
+  }
+  return std::nullopt;
+}
 
 namespace {
 
@@ -116,9 +126,19 @@ http::response<http::string_body> Answer(const AdminServer::State& state,
   } else if (target == "/routes") {
     reply(http::status::ok, "application/json",
           state.sources.routes ? state.sources.routes() : std::string("{}"));
+  } else if (absl::StartsWith(target, "/schema/")) {
+    const std::string service = target.substr(std::string("/schema/").size());
+    std::optional<std::string> schema =
+        state.sources.schema ? state.sources.schema(service) : std::nullopt;
+    if (schema.has_value()) {
+      reply(http::status::ok, "application/x-protobuf", *std::move(schema));
+    } else {
+      reply(http::status::not_found, "text/plain",
+            absl::StrCat("no registered instance of service \"", service, "\" sent a schema\n"));
+    }
   } else {
     reply(http::status::not_found, "text/plain",
-          "not found; try /healthz, /readyz, /metrics or /routes\n");
+          "not found; try /healthz, /readyz, /metrics, /routes or /schema/<service>\n");
   }
   response.prepare_payload();
   return response;

@@ -3,6 +3,7 @@
 //   GET /readyz   200 "ready" when the listeners are up and certificates loaded, else 503 + why
 //   GET /metrics  Prometheus text format
 //   GET /routes   the routing table as JSON
+//   GET /schema/<service>  the FileDescriptorSet (binary protobuf) an instance of it registered
 // Anything else is 404 (or 405 for a method other than GET). Plain HTTP: keep it on loopback or
 // behind a trusted network.
 #ifndef STELLA_GATEWAY_ADMIN_SERVER_H_
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -23,11 +25,16 @@ namespace stella::gateway {
 // Renders a routing snapshot as the /routes JSON document.
 std::string RoutesJson(const RoutingSnapshot& snapshot);
 
+// The serialized FileDescriptorSet the first instance of `service` that sent one registered.
+std::optional<std::string> SchemaOf(const RoutingSnapshot& snapshot, const std::string& service);
+
 struct AdminSources {
   // OK when ready; otherwise why not (the 503 body).
   std::function<absl::Status()> ready;
   std::function<std::string()> metrics;
   std::function<std::string()> routes;
+  // The schema of a service, or std::nullopt (404).
+  std::function<std::optional<std::string>(const std::string& service)> schema;
 };
 
 class AdminServer {

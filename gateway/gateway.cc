@@ -621,6 +621,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     instance->version = metadata.contains("version") ? metadata.at("version") : "";
     instance->identity = connection_->peer();
     instance->endpoints.assign(hello.endpoints().begin(), hello.endpoints().end());
+    instance->file_descriptor_set = hello.file_descriptor_set();
     instance->session = weak_from_this();
     if (absl::Status added = state_->routes.Add(instance); !added.ok()) {
       Refuse(added);

@@ -107,6 +107,9 @@ int Run(const std::string& config_path, bool check_only) {
     return metrics->Serialize();
   };
   sources.routes = [running] { return RoutesJson(*running->routes().Snapshot()); };
+  sources.schema = [running](const std::string& service) {
+    return SchemaOf(*running->routes().Snapshot(), service);
+  };
   auto admin = AdminServer::Start(io, config->admin, sources);
   if (!admin.ok()) {
     std::fprintf(stderr, "stella-gateway: %s\n", std::string(admin.status().message()).c_str());

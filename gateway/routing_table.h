@@ -35,6 +35,8 @@ struct Instance {
   std::string version;
   runtime::tls::CertificateIdentity identity;
   std::vector<router::v1::Endpoint> endpoints;
+  // The serialized google.protobuf.FileDescriptorSet from HELLO (may be empty), kept as bytes.
+  std::string file_descriptor_set;
   // Where calls go. Expired once the connection is gone.
   std::weak_ptr<ServiceSession> session;
 

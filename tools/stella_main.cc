@@ -333,6 +333,7 @@ int CertsInspect(const Args& args) {
       return 1;
     }
     std::vector<X509*> raw;
+    raw.reserve(chain.size());
     for (const auto& cert : chain) {
       raw.push_back(cert.get());
     }

@@ -824,6 +824,7 @@ class ServiceProcess {
     std::vector<std::string> args = {binary, "--config=" + config, "--name=greeter",
                                      "--instance=" + instance};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (std::string& arg : args) {
       argv.push_back(arg.data());
     }

@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "runtime/tls/credentials.h"
+#include "runtime/tls/trust.h"
+
 namespace stella::testing {
 
 using runtime::tls::MintCertificate;
@@ -96,6 +99,37 @@ std::string TestPki::ChainPem(const std::vector<const MintedCert*>& chain) {
 
 std::string TestPki::KeyPem(const MintedCert& cert, const std::string& password) {
   return MustText(runtime::tls::PrivateKeyToPem(cert.key.get(), password));
+}
+
+std::shared_ptr<const runtime::tls::TlsContext> TestPki::Context(const MintedCert& cert,
+                                                                 runtime::tls::TlsRole role,
+                                                                 TempDir& dir) const {
+  static int files = 0;
+  const std::string name = "context-" + std::to_string(++files);
+  runtime::tls::CredentialSource source;
+  source.certificate_path = dir.Write(name + ".pem", Pem(cert) + KeyPem(cert));
+  runtime::tls::TrustSource trust;
+  trust.ca_path = dir.Write(name + "-ca.pem", Pem(root));
+  runtime::tls::TlsOptions options;
+  options.role = role;
+  options.expected_server_name = role == runtime::tls::TlsRole::kClient ? "localhost" : "";
+  const auto usage = role == runtime::tls::TlsRole::kServer
+                         ? runtime::tls::CertificateUsage::kServer
+                         : runtime::tls::CertificateUsage::kClient;
+  auto credentials = runtime::tls::LoadCredentials(source, usage, absl::Now());
+  auto trust_bundle = runtime::tls::LoadTrust(trust);
+  if (!credentials.ok() || !trust_bundle.ok()) {
+    std::fprintf(stderr, "test PKI: %s %s\n", credentials.status().ToString().c_str(),
+                 trust_bundle.status().ToString().c_str());
+    std::abort();
+  }
+  auto context =
+      runtime::tls::TlsContext::Create(options, *std::move(credentials), *std::move(trust_bundle));
+  if (!context.ok()) {
+    std::fprintf(stderr, "test PKI: %s\n", context.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(context);
 }
 
 }  // namespace stella::testing

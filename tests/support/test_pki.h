@@ -4,10 +4,12 @@
 #ifndef STELLA_TESTS_SUPPORT_TEST_PKI_H_
 #define STELLA_TESTS_SUPPORT_TEST_PKI_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/tls/cert_builder.h"
+#include "runtime/tls/tls_context.h"
 #include "tests/support/temp_dir.h"
 
 namespace stella::testing {
@@ -47,6 +49,12 @@ class TestPki {
   static std::string Pem(const MintedCert& cert);
   static std::string ChainPem(const std::vector<const MintedCert*>& chain);
   static std::string KeyPem(const MintedCert& cert, const std::string& password = "");
+
+  // A TLS snapshot presenting `cert` and trusting `root`, for `role` (a client expects the server
+  // name "localhost"); its files are written to `dir`.
+  std::shared_ptr<const runtime::tls::TlsContext> Context(const MintedCert& cert,
+                                                          runtime::tls::TlsRole role,
+                                                          TempDir& dir) const;
 };
 
 }  // namespace stella::testing
