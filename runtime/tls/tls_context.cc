@@ -202,10 +202,12 @@ absl::Status TlsContext::PrepareSsl(SSL* ssl, HandshakeDiagnostics* diagnostics)
                       absl::StrCat("cannot send ", options_.expected_server_name_setting, " \"",
                                    options_.expected_server_name, "\" as the TLS server name"));
     }
-    std::lock_guard<std::mutex> lock(sessions_mutex_);
-    auto it = sessions_.find(options_.expected_server_name);
-    if (it != sessions_.end()) {
-      SSL_set_session(ssl, it->second.get());  // takes its own reference
+    if (options_.resume_sessions) {
+      std::lock_guard<std::mutex> lock(sessions_mutex_);
+      auto it = sessions_.find(options_.expected_server_name);
+      if (it != sessions_.end()) {
+        SSL_set_session(ssl, it->second.get());  // takes its own reference
+      }
     }
   }
   return absl::OkStatus();

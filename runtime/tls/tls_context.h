@@ -45,6 +45,9 @@ struct TlsOptions {
   // on one records it (HandshakeDiagnostics) so that the connection logs a warning.
   bool allow_untrusted_root = false;    // server: AllowUntrustedRootCertificates
   bool skip_server_validation = false;  // client: SkipServerCertificateValidation
+  // Client: offer the session of the last handshake with the same server name, so a reconnect
+  // skips the certificate exchange. Off only to measure full handshakes (stella-bench).
+  bool resume_sessions = true;
   // RevocationMode Online: the CRL cache and fetcher, shared by every snapshot of a provider so
   // that a reload keeps the cache. Created with defaults when the trust is Online and it is null.
   std::shared_ptr<OnlineRevocation> online_revocation;
