@@ -5,10 +5,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/redirect_error.hpp>
-#include <boost/asio/ssl.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <cstring>
 #include <utility>
 
@@ -17,6 +16,7 @@
 #include "runtime/async.h"
 #include "runtime/boringssl.h"  // must come first among OpenSSL-API headers
 #include "runtime/tls/online_revocation.h"
+#include "runtime/tls_stream.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
@@ -26,19 +26,16 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
-using SslStream = asio::ssl::stream<tcp::socket>;
 
+// Plaintext decrypted per SSL_read: one full TLS record.
 constexpr std::size_t kReadChunk = std::size_t{16} * 1024;
+// A reader whose last wait for data took longer than this treats its connection as idle and
+// frees its buffers before waiting again; a busy connection keeps them (no allocation per read).
+constexpr auto kIdleWait = std::chrono::milliseconds(50);
+// The first reads of a connection (handshake, HELLO) free their buffers too: most connections
+// of a service fleet go quiet right after registering.
+constexpr int kStartupReads = 4;
 constexpr char kFailureLabelUrl[] = "type.stella.dev/failure-label";
-
-// An asio::ssl::stream over `socket` made from the snapshot's SSL_CTX. The asio context wrapper
-// takes one reference of its own and drops it right away: the stream's SSL holds the CTX, and
-// the connection holds the snapshot that owns everything the CTX's callbacks use.
-SslStream MakeStream(tcp::socket socket, const tls::TlsContext& tls) {
-  SSL_CTX_up_ref(tls.native_handle());
-  asio::ssl::context context(tls.native_handle());
-  return SslStream(std::move(socket), context);
-}
 
 std::string AddressOf(const tcp::socket& socket) {
   error_code ec;
@@ -78,7 +75,7 @@ struct FramedConnection::Impl {
       : tls(std::move(tls_in)),
         options(options_in),
         remote(AddressOf(socket)),
-        stream(MakeStream(std::move(socket), *tls)),
+        stream(std::move(socket), tls->native_handle()),
         wake(stream.get_executor()),
         decoder(options.max_payload_size) {}
 
@@ -86,9 +83,9 @@ struct FramedConnection::Impl {
   // one place where error_code becomes absl::Status.
   absl::Status StatusFrom(const error_code& ec, const char* during) {
     if (ec.category() == asio::error::get_ssl_category()) {
-      std::vector<uint32_t> errors{static_cast<uint32_t>(ec.value())};
-      for (uint32_t more : tls::TakeSslErrors()) {
-        errors.push_back(more);
+      std::vector<uint32_t> errors = stream.TakeSslErrors();
+      if (errors.empty()) {
+        errors.push_back(static_cast<uint32_t>(ec.value()));
       }
       tls::TlsContext::Failure failure = tls->DescribeFailure(errors, diagnostics);
       absl::StatusCode code = absl::StatusCode::kFailedPrecondition;
@@ -146,8 +143,8 @@ struct FramedConnection::Impl {
 
   void CloseSocket() {
     error_code ignored;
-    stream.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.lowest_layer().close(ignored);
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.socket().close(ignored);
   }
 
   // Called by each loop as it ends; the last one reports the close.
@@ -169,7 +166,7 @@ struct FramedConnection::Impl {
   ConnectionOptions options;
   std::string remote;
   tls::HandshakeDiagnostics diagnostics;
-  SslStream stream;
+  TlsStream stream;         // holds the socket; its BIO points at it, so it never moves
   asio::steady_timer wake;  // wakes the writer: new frames, close, reader ended
   FrameDecoder decoder;
   std::string pending;  // frames queued since the writer's last write
@@ -248,9 +245,12 @@ asio::awaitable<absl::Status> CheckOnlineRevocation(FramedConnection::Impl& impl
 }
 
 asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> self,
-                                           FramedConnection::Impl& impl,
-                                           asio::ssl::stream_base::handshake_type type) {
+                                           FramedConnection::Impl& impl, TlsStream::Role role) {
   SSL* ssl = impl.stream.native_handle();
+  if (ssl == nullptr) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate TLS state for the connection with ", impl.remote));
+  }
   if (absl::Status status = impl.tls->PrepareSsl(ssl, &impl.diagnostics); !status.ok()) {
     co_return status;
   }
@@ -260,7 +260,7 @@ asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> sel
     impl.CloseSocket();
   });
   error_code ec;
-  co_await impl.stream.async_handshake(type, asio::redirect_error(asio::use_awaitable, ec));
+  ec = co_await impl.stream.Handshake(role);
   watchdog.cancel();
   if (impl.timed_out) {
     co_return Labelled(absl::StatusCode::kDeadlineExceeded,
@@ -301,51 +301,79 @@ asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> sel
   co_return absl::OkStatus();
 }
 
+// Hands every whole frame the decoder holds to the frame handler. False if the peer broke the
+// protocol (it was sent a GOAWAY and the connection is closing).
+bool DeliverFrames(FramedConnection& self, FramedConnection::Impl& impl) {
+  while (!impl.closing) {
+    absl::StatusOr<std::optional<FrameView>> next = impl.decoder.Next();
+    if (!next.ok()) {
+      // The peer broke the protocol: tell it why, then close.
+      router::v1::Goaway goaway;
+      goaway.set_code(static_cast<int>(next.status().code()));
+      goaway.set_reason(std::string(next.status().message()));
+      (void)self.Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
+      self.Close(Labelled(
+          next.status().code(),
+          absl::StrCat("peer ", impl.remote, " broke the protocol: ", next.status().message()),
+          "protocol_violation"));
+      return false;
+    }
+    if (!next->has_value()) {
+      return true;
+    }
+    if (impl.on_frame) {
+      impl.on_frame(**next);
+    }
+  }
+  return true;
+}
+
 asio::awaitable<void> ReadLoop(std::shared_ptr<FramedConnection> self,
                                FramedConnection::Impl& impl) {
-  while (true) {
-    std::span<std::uint8_t> room = impl.decoder.PrepareWrite(kReadChunk);
-    error_code ec;
-    const std::size_t n = co_await impl.stream.async_read_some(
-        asio::buffer(room.data(), room.size()), asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      if (!impl.closing) {
-        impl.SetReason(impl.StatusFrom(ec, "while reading"));
-        impl.closing = true;
+  bool idle = true;
+  for (int reads = 0;; ++reads) {
+    if (idle || reads < kStartupReads) {
+      impl.decoder.ReleaseIdleMemory();
+      impl.stream.ReleaseIdleMemory();
+      if (impl.pending.empty()) {
+        std::string().swap(impl.pending);
       }
-      break;
+      if (impl.writing.empty()) {  // not being written
+        std::string().swap(impl.writing);
+      }
     }
-    impl.decoder.CommitWrite(n);
+    const auto wait_started = std::chrono::steady_clock::now();
+    error_code ec = co_await impl.stream.WaitReadable();
+    idle = std::chrono::steady_clock::now() - wait_started > kIdleWait;
+    // Decrypt everything that arrived, record by record, handing frames on as they complete.
     bool violated = false;
-    while (!impl.closing) {
-      absl::StatusOr<std::optional<FrameView>> next = impl.decoder.Next();
-      if (!next.ok()) {
-        // The peer broke the protocol: tell it why, then close.
-        router::v1::Goaway goaway;
-        goaway.set_code(static_cast<int>(next.status().code()));
-        goaway.set_reason(std::string(next.status().message()));
-        (void)self->Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
-        self->Close(Labelled(
-            next.status().code(),
-            absl::StrCat("peer ", impl.remote, " broke the protocol: ", next.status().message()),
-            "protocol_violation"));
+    while (!ec) {
+      std::span<std::uint8_t> room = impl.decoder.PrepareWrite(kReadChunk);
+      std::size_t n = 0;
+      ec = impl.stream.ReadNow(room, &n);
+      if (ec) {
+        break;
+      }
+      impl.decoder.CommitWrite(n);
+      if (!DeliverFrames(*self, impl)) {
         violated = true;
         break;
       }
-      if (!next->has_value()) {
-        break;
-      }
-      if (impl.on_frame) {
-        impl.on_frame(**next);
-      }
+    }
+    if (impl.stream.HasPendingOutput()) {
+      impl.wake.cancel();  // reading produced TLS output (a KeyUpdate answer): the writer sends it
     }
     if (violated) {
       break;
     }
-    if (impl.closing) {
-      // Close() was called: keep reading only until the writer cancels us, discarding frames.
+    if (ec == asio::error::would_block) {
       continue;
     }
+    if (!impl.closing) {
+      impl.SetReason(impl.StatusFrom(ec, "while reading"));
+      impl.closing = true;
+    }
+    break;
   }
   impl.reader_done = true;
   impl.LoopEnded();
@@ -356,6 +384,15 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
   bool failed = false;
   while (true) {
     if (impl.pending.empty()) {
+      if (impl.stream.HasPendingOutput()) {
+        if (error_code ec = co_await impl.stream.Flush(); ec) {
+          impl.SetReason(impl.StatusFrom(ec, "while writing"));
+          impl.closing = true;
+          failed = true;
+          break;
+        }
+        continue;
+      }
       if (impl.closing) {
         break;
       }
@@ -365,10 +402,12 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
       continue;
     }
     std::swap(impl.pending, impl.writing);
-    error_code ec;
-    co_await asio::async_write(impl.stream, asio::buffer(impl.writing),
-                               asio::redirect_error(asio::use_awaitable, ec));
+    const error_code ec = co_await impl.stream.Write(
+        std::span(reinterpret_cast<const std::uint8_t*>(impl.writing.data()), impl.writing.size()));
     impl.writing.clear();
+    if (impl.writing.capacity() > kReadChunk * 4) {
+      std::string().swap(impl.writing);  // a burst is over: do not keep its buffer
+    }
     if (ec) {
       impl.SetReason(impl.StatusFrom(ec, "while writing"));
       impl.closing = true;
@@ -382,7 +421,7 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
     // async_shutdown reads the peer's close_notify), then exchange close_notify, bounded.
     if (!impl.reader_done) {
       error_code ignored;
-      impl.stream.lowest_layer().cancel(ignored);
+      impl.stream.socket().cancel(ignored);
       while (!impl.reader_done) {
         impl.wake.expires_at(asio::steady_timer::time_point::max());
         co_await impl.wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
@@ -391,7 +430,7 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
     asio::steady_timer watchdog(impl.stream.get_executor());
     ArmWatchdog(watchdog, impl.options.close_timeout, self, [&impl] { impl.CloseSocket(); });
     error_code ignored;
-    co_await impl.stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+    (void)co_await impl.stream.Shutdown();
     watchdog.cancel();
   }
   impl.CloseSocket();
@@ -440,7 +479,7 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<FramedConnection>>> FramedConnect
       new FramedConnection(std::make_unique<Impl>(std::move(socket), std::move(tls), options)));
   connection->impl_->remote = target;
   absl::Status status =
-      co_await RunHandshake(connection, *connection->impl_, asio::ssl::stream_base::client);
+      co_await RunHandshake(connection, *connection->impl_, TlsStream::Role::kClient);
   if (!status.ok()) {
     co_return status;
   }
@@ -450,8 +489,8 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<FramedConnection>>> FramedConnect
 asio::awaitable<absl::Status> FramedConnection::Handshake() {
   std::shared_ptr<FramedConnection> self = shared_from_this();
   error_code ec;
-  impl_->stream.lowest_layer().set_option(tcp::no_delay(true), ec);
-  co_return co_await RunHandshake(self, *impl_, asio::ssl::stream_base::server);
+  impl_->stream.socket().set_option(tcp::no_delay(true), ec);
+  co_return co_await RunHandshake(self, *impl_, TlsStream::Role::kServer);
 }
 
 void FramedConnection::Start(FrameHandler on_frame, CloseHandler on_closed) {
