@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
 #include "runtime/framed_connection.h"
+#include "runtime/request_envelope.h"
 #include "runtime/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
@@ -535,9 +536,11 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
   // id on this connection.
   absl::StatusOr<CorrelationId> OpenStream(std::weak_ptr<CallerSession> caller,
                                            const CorrelationId& caller_id,
-                                           const v1::Request& request, std::uint16_t flags) {
+                                           const v1::Request& request,
+                                           std::span<const std::uint8_t> body_field,
+                                           std::uint16_t flags) {
     const CorrelationId id = runtime::CorrelationIdFromCounter(next_stream_++);
-    if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, id, request);
+    if (absl::Status sent = connection_->Send(FrameType::kRequest, flags, id, request, body_field);
         !sent.ok()) {
       return sent;
     }
@@ -769,9 +772,12 @@ void CallerSession::OnRequest(const FrameView& frame) {
     return;
   }
 
+  // The envelope is read and rewritten; the body passes through as the bytes that came.
   v1::Request request;
-  if (!request.ParseFromArray(frame.payload.data(), static_cast<int>(frame.payload.size()))) {
-    GoAway(absl::StatusCode::kInvalidArgument, "REQUEST payload is not a valid Request message");
+  std::span<const std::uint8_t> body_field;
+  if (absl::Status split = runtime::SplitRequestBody(frame.payload, &request, &body_field);
+      !split.ok()) {
+    GoAway(split);
     return;
   }
   if (request.method().empty()) {
@@ -846,7 +852,7 @@ void CallerSession::OnRequest(const FrameView& frame) {
   (*metadata)[kCallerIdentityKey] = IdentityName(connection_->peer());
 
   absl::StatusOr<CorrelationId> service_id =
-      service->OpenStream(weak_from_this(), id, request, frame.header.flags);
+      service->OpenStream(weak_from_this(), id, request, body_field, frame.header.flags);
   if (!service_id.ok()) {
     Reject(id, request.method(), absl::ResourceExhaustedError(service_id.status().message()));
     return;

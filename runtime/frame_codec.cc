@@ -135,7 +135,15 @@ void EncodeFrameHeader(const FrameHeader& header, std::span<std::uint8_t, kFrame
 absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationId& correlation_id,
                          const google::protobuf::MessageLite& payload,
                          std::uint32_t max_payload_size, std::string* out) {
-  const std::size_t size = payload.ByteSizeLong();
+  return AppendFrame(type, flags, correlation_id, payload, {}, max_payload_size, out);
+}
+
+absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationId& correlation_id,
+                         const google::protobuf::MessageLite& payload,
+                         std::span<const std::uint8_t> raw_tail, std::uint32_t max_payload_size,
+                         std::string* out) {
+  const std::size_t head = payload.ByteSizeLong();
+  const std::size_t size = head + raw_tail.size();
   if (size > max_payload_size) {
     return PayloadTooLarge(type, size, max_payload_size);
   }
@@ -143,11 +151,14 @@ absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationI
   const std::size_t body = AppendHeader(type, flags, correlation_id, size, out);
   auto* p = reinterpret_cast<std::uint8_t*>(out->data() + body);
   // ByteSizeLong() above cached the sizes, which the serializer relies on.
-  if (size > 0 && payload.SerializeWithCachedSizesToArray(p) != p + size) {
+  if (head > 0 && payload.SerializeWithCachedSizesToArray(p) != p + head) {
     out->resize(start);
     return absl::InternalError(absl::StrCat("protobuf could not serialize the ",
                                             FrameTypeName(type), " payload (",
                                             payload.GetTypeName(), ")"));
+  }
+  if (!raw_tail.empty()) {
+    std::memcpy(p + head, raw_tail.data(), raw_tail.size());
   }
   return absl::OkStatus();
 }

@@ -94,6 +94,14 @@ absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationI
                          const google::protobuf::MessageLite& payload,
                          std::uint32_t max_payload_size, std::string* out);
 
+// As above, with `raw_tail` — wire bytes of further fields of the same message, such as a body
+// field taken whole from another frame — appended after `payload` serialized. The size limit
+// applies to the two together.
+absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationId& correlation_id,
+                         const google::protobuf::MessageLite& payload,
+                         std::span<const std::uint8_t> raw_tail, std::uint32_t max_payload_size,
+                         std::string* out);
+
 // As above with payload bytes that are already serialized.
 absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationId& correlation_id,
                          std::span<const std::uint8_t> payload, std::uint32_t max_payload_size,

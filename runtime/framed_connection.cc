@@ -404,10 +404,7 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
     std::swap(impl.pending, impl.writing);
     const error_code ec = co_await impl.stream.Write(
         std::span(reinterpret_cast<const std::uint8_t*>(impl.writing.data()), impl.writing.size()));
-    impl.writing.clear();
-    if (impl.writing.capacity() > kReadChunk * 4) {
-      std::string().swap(impl.writing);  // a burst is over: do not keep its buffer
-    }
+    impl.writing.clear();  // keeps its capacity for the next burst; an idle reader frees it
     if (ec) {
       impl.SetReason(impl.StatusFrom(ec, "while writing"));
       impl.closing = true;
@@ -509,6 +506,14 @@ absl::Status FramedConnection::Send(FrameType type, std::uint16_t flags, const C
                                     const google::protobuf::MessageLite& payload) {
   return impl_->Enqueue([&](std::string* out) {
     return AppendFrame(type, flags, id, payload, impl_->options.max_payload_size, out);
+  });
+}
+
+absl::Status FramedConnection::Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
+                                    const google::protobuf::MessageLite& payload,
+                                    std::span<const std::uint8_t> raw_tail) {
+  return impl_->Enqueue([&](std::string* out) {
+    return AppendFrame(type, flags, id, payload, raw_tail, impl_->options.max_payload_size, out);
   });
 }
 

@@ -82,6 +82,11 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // queue is full; FAILED_PRECONDITION once the connection is closing.
   absl::Status Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
                     const google::protobuf::MessageLite& payload);
+  // As Send, with wire bytes of further fields appended to the serialized payload (a relay's
+  // pass-through body; AppendFrame's raw_tail).
+  absl::Status Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
+                    const google::protobuf::MessageLite& payload,
+                    std::span<const std::uint8_t> raw_tail);
   absl::Status SendBytes(FrameType type, std::uint16_t flags, const CorrelationId& id,
                          std::span<const std::uint8_t> payload);
 
