@@ -1,11 +1,14 @@
 // stella: the operator's tool.
 //   stella certs dev --out DIR [--services greeter,billing] [--key-type ecdsa-p256|ed25519]
 //   [--force] stella certs inspect FILE [--key KEY] [--ca CA_BUNDLE] [--password PW]
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,15 +83,38 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first,
   return args;
 }
 
+// Writes `text` to `path`, replacing it. A secret (a private key) is created owner-only (0600)
+// before a byte of it is written, and an existing file is narrowed to 0600 first.
 absl::Status WriteFile(const std::filesystem::path& path, const std::string& text, bool secret) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot write ", path.string()));
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, secret ? 0600 : 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write ", path.string(), ": ", std::strerror(errno)));
   }
-  out << text;
-  out.close();
-  if (secret) {
-    ::chmod(path.c_str(), 0600);
+  if (secret && ::fchmod(fd, 0600) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot make ", path.string(), " owner-only: ", std::strerror(error)));
+  }
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      return absl::DataLossError(
+          absl::StrCat("cannot write ", path.string(), ": ", std::strerror(error)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path.string(), ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -147,9 +173,26 @@ int CertsDev(const Args& args) {
                  dir.c_str());
     return 1;
   }
-  for (const std::string& service : services) {
-    if (service.empty() || service.find_first_of("/ \t") != std::string::npos) {
-      return Usage(absl::StrCat("service name \"", service, "\" is not a plain name"));
+  // Each name becomes a SAN DNS entry, a URI path segment and a file name: letters, digits, '-'
+  // and '.', and none of the PKI's own file names.
+  for (std::size_t i = 0; i < services.size(); ++i) {
+    const std::string& service = services[i];
+    if (service.empty() || service.size() > 63 ||
+        service.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") !=
+            std::string::npos ||
+        service.front() == '-' || service.front() == '.' || service.back() == '.') {
+      return Usage(
+          absl::StrCat("service name \"", service,
+                       "\" is not a plain name (letters, digits, '-' and '.', at most 63)"));
+    }
+    if (service == "ca" || service == "gateway" || service == "caller") {
+      return Usage(absl::StrCat("service name \"", service, "\" would overwrite the PKI's own ",
+                                service, ".crt"));
+    }
+    if (std::find(services.begin(), services.begin() + static_cast<std::ptrdiff_t>(i), service) !=
+        services.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return Usage(absl::StrCat("service name \"", service, "\" is listed twice"));
     }
   }
 
@@ -268,12 +311,9 @@ int CertsInspect(const Args& args) {
     // Not PEM: try PKCS#12 through the credential loader (it needs the password).
     absl::StatusOr<tls::Credentials> loaded =
         tls::LoadCredentials(source, tls::CertificateUsage::kClient, absl::Now());
-    if (!loaded.ok() && loaded.status().code() != absl::StatusCode::kFailedPrecondition) {
-      std::fprintf(stderr, "stella: %s\n", std::string(loaded.status().message()).c_str());
-      return 1;
-    }
     if (!loaded.ok()) {
-      std::fprintf(stderr, "stella: %s\n", std::string(loaded.status().message()).c_str());
+      std::fprintf(stderr, "stella: %s holds no PEM certificate, and as PKCS#12: %s\n",
+                   path.c_str(), std::string(loaded.status().message()).c_str());
       return 1;
     }
     chain = std::move(loaded->chain);

@@ -5,18 +5,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
-#include <cstdio>
 #include <string>
 #include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_pki.h"
 
@@ -25,26 +24,12 @@ extern char** environ;
 namespace stella::gateway {
 namespace {
 
+using ::stella::testing::RunCommand;
 using ::stella::testing::TempDir;
 using ::stella::testing::TestPki;
 using ::testing::HasSubstr;
 
 const std::string kBinary = std::string(STELLA_BINARY_DIR) + "/stella-gateway";
-
-// Runs a command; returns its exit code and what it printed (stdout and stderr).
-std::pair<int, std::string> RunCommand(const std::string& command) {
-  std::string output;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) {
-    return {-1, "popen failed"};
-  }
-  std::array<char, 4096> buffer{};
-  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) {
-    output += buffer.data();
-  }
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
 
 // A free loopback port (bound and released; good enough on a test machine's loopback).
 std::uint16_t FreePort() {
