@@ -44,6 +44,7 @@ void BM_Pick(benchmark::State& state) {
     }
   }
   std::vector<std::string> methods;
+  methods.reserve(static_cast<std::size_t>(services));
   for (int s = 0; s < services; ++s) {
     methods.push_back(MethodName(s, s % kMethodsPerService));
   }

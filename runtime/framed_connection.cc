@@ -414,8 +414,8 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
     }
   }
   if (!failed && !impl.timed_out) {
-    // Graceful close: stop the reader (an SSL stream allows one reader at a time and
-    // async_shutdown reads the peer's close_notify), then exchange close_notify, bounded.
+    // Graceful close: stop the reader (TlsStream allows one reading operation at a time and
+    // Shutdown reads the peer's close_notify), then exchange close_notify, bounded.
     if (!impl.reader_done) {
       error_code ignored;
       impl.stream.socket().cancel(ignored);
@@ -426,7 +426,6 @@ asio::awaitable<void> WriteLoop(std::shared_ptr<FramedConnection> self,
     }
     asio::steady_timer watchdog(impl.stream.get_executor());
     ArmWatchdog(watchdog, impl.options.close_timeout, self, [&impl] { impl.CloseSocket(); });
-    error_code ignored;
     (void)co_await impl.stream.Shutdown();
     watchdog.cancel();
   }

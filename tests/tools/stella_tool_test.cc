@@ -68,7 +68,7 @@ std::string FailureOf(const std::variant<tls::VerifyResult, tls::VerifyFailure>&
 class StellaToolTest : public ::testing::Test {
  protected:
   std::string Dev(const std::string& extra = "") {
-    const std::string out = dir_.Path("pki");
+    std::string out = dir_.Path("pki");
     const auto [code, output] = RunCommand(kStella + " certs dev --out " + out + " " + extra);
     EXPECT_EQ(code, 0) << output;
     return out;
