@@ -854,7 +854,13 @@ void CallerSession::OnRequest(const FrameView& frame) {
   absl::StatusOr<CorrelationId> service_id =
       service->OpenStream(weak_from_this(), id, request, body_field, frame.header.flags);
   if (!service_id.ok()) {
-    Reject(id, request.method(), absl::ResourceExhaustedError(service_id.status().message()));
+    // A full writer queue is the service's backlog; a connection already closing (a violation
+    // or a drain, not yet out of the table) is an instance that is going away.
+    Reject(id, request.method(),
+           service_id.status().code() == absl::StatusCode::kResourceExhausted
+               ? absl::ResourceExhaustedError(service_id.status().message())
+               : absl::UnavailableError(absl::StrCat(
+                     service->Describe(), " is closing: ", service_id.status().message())));
     return;
   }
   instance->outstanding.fetch_add(1, std::memory_order_relaxed);

@@ -3,6 +3,9 @@
 // yet), so each test controls exactly what crosses the wire.
 #include "gateway/gateway.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <array>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -612,14 +615,20 @@ TEST_F(GatewayTest, TcpPeersThatNeverSpeakAreClosedAtTheHandshakeTimeout) {
     config.services.tls.handshake_timeout = absl::Milliseconds(300);
   });
   namespace asio = boost::asio;
-  constexpr int kSilent = 200;
+  // 1,000 silent peers hold 2,000 descriptors in this process (both ends): lift the soft limit.
+  constexpr int kSilent = 1000;
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  files.rlim_cur = std::max<rlim_t>(files.rlim_cur, std::min<rlim_t>(files.rlim_max, 4096));
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  ASSERT_GE(files.rlim_cur, 2 * kSilent + 100u) << "the hard descriptor limit is too low";
   std::vector<std::unique_ptr<asio::ip::tcp::socket>> silent;
   for (int i = 0; i < kSilent; ++i) {
     auto socket = std::make_unique<asio::ip::tcp::socket>(loop_.io());
     socket->connect({asio::ip::make_address("127.0.0.1"), gateway_->service_port()});
     silent.push_back(std::move(socket));
   }
-  auto service = Service(pki_.client, "greeter");  // served while 200 peers sit silent
+  auto service = Service(pki_.client, "greeter");  // served while 1,000 peers sit silent
   EXPECT_EQ(gateway_->routes().Snapshot()->instances.size(), 1u);
 
   // Each silent socket sees EOF once the gateway gives up on it.

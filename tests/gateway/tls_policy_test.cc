@@ -2,9 +2,7 @@
 // offer one thing at a time: only TLS 1.2 and 1.3, only forward-secret AEAD suites, no
 // compression, no renegotiation. The clients run on their own thread with blocking sockets (as an
 // attacker's would); the gateway runs on the test's loop.
-#include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 // clang-format off
@@ -18,7 +16,6 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,6 +24,7 @@
 #include "gateway/gateway.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/blocking_peer.h"
 #include "tests/support/loopback.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/subprocess.h"
@@ -37,34 +35,13 @@ namespace stella::gateway {
 namespace {
 
 using runtime::tls::TlsRole;
+using ::stella::testing::ConnectLoopback;
 using ::stella::testing::IsOk;
 using ::stella::testing::RunCommand;
 using ::stella::testing::TempDir;
 using ::stella::testing::TestLoop;
 using ::stella::testing::TestPki;
 using ::testing::HasSubstr;
-
-// A blocking TCP connection to 127.0.0.1:port with 10-second send and receive timeouts, so that
-// no probe can hang the test. -1 if it cannot connect.
-int ConnectTcp(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return -1;
-  }
-  timeval timeout{};
-  timeout.tv_sec = 10;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 struct Outcome {
   bool ok = false;
@@ -92,21 +69,11 @@ class TlsPolicyTest : public ::testing::Test {
     gateway_ = *std::move(gateway);
   }
 
-  // Runs `probe` on a thread of its own while the gateway's loop turns; its result.
-  template <typename T>
-  T OffLoop(std::function<T()> probe) {
-    std::future<T> result = std::async(std::launch::async, std::move(probe));
-    EXPECT_TRUE(loop_.PumpUntil(
-        [&] { return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready; },
-        std::chrono::seconds(30)));
-    return result.get();
-  }
-
   // A full handshake with the service listener by a BoringSSL client presenting the greeter
   // certificate, after `configure` has narrowed what the client offers.
   Outcome Handshake(const std::function<void(SSL_CTX*)>& configure) {
     const std::uint16_t port = gateway_->service_port();
-    return OffLoop<Outcome>([this, port, configure] {
+    return loop_.RunOffLoop<Outcome>([this, port, configure] {
       Outcome outcome;
       bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
       SSL_CTX_use_certificate(ctx.get(), pki_.client.cert.get());
@@ -117,7 +84,7 @@ class TlsPolicyTest : public ::testing::Test {
       static constexpr std::uint8_t kAlpn[] = {8, 's', 't', 'e', 'l', 'l', 'a', '/', '1'};
       SSL_CTX_set_alpn_protos(ctx.get(), kAlpn, sizeof(kAlpn));
       configure(ctx.get());
-      const int fd = ConnectTcp(port);
+      const int fd = ConnectLoopback(port);
       if (fd < 0) {
         outcome.error = "cannot connect";
         return outcome;
@@ -257,7 +224,7 @@ std::string ClientHello(const std::vector<std::uint8_t>& compression) {
 // Sends `hello` and returns the first record the gateway answers with (at most 4 KiB), or "" if
 // it closed without one.
 std::string FirstRecord(std::uint16_t port, const std::string& hello) {
-  const int fd = ConnectTcp(port);
+  const int fd = ConnectLoopback(port);
   if (fd < 0) {
     return "";
   }
@@ -283,7 +250,7 @@ std::string FirstRecord(std::uint16_t port, const std::string& hello) {
 TEST_F(TlsPolicyTest, CompressionIsNeverNegotiated) {
   const std::uint16_t port = gateway_->service_port();
   // DEFLATE preferred, null allowed: the ServerHello picks null.
-  const std::string answer = OffLoop<std::string>([&] {
+  const std::string answer = loop_.RunOffLoop<std::string>([&] {
     return FirstRecord(port, ClientHello({1, 0}));
   });
   ASSERT_GE(answer.size(), 5u + 4 + 2 + 32 + 1);
@@ -297,7 +264,7 @@ TEST_F(TlsPolicyTest, CompressionIsNeverNegotiated) {
 
   // DEFLATE only: refused with an alert.
   const std::string refused =
-      OffLoop<std::string>([&] { return FirstRecord(port, ClientHello({1})); });
+      loop_.RunOffLoop<std::string>([&] { return FirstRecord(port, ClientHello({1})); });
   ASSERT_GE(refused.size(), 7u);
   EXPECT_EQ(refused[0], 0x15) << "an alert record";
   EXPECT_EQ(refused[5], 2) << "a fatal alert";
@@ -310,7 +277,7 @@ TEST_F(TlsPolicyTest, RenegotiationIsRefused) {
   const std::string key = dir_.Write("client.key", TestPki::KeyPem(pki_.client));
   const std::string ca = dir_.Write("ca.pem", TestPki::Pem(pki_.root));
   const std::uint16_t port = gateway_->service_port();
-  const auto result = OffLoop<testing::CommandResult>([&] {
+  const auto result = loop_.RunOffLoop<testing::CommandResult>([&] {
     return RunCommand(absl::StrCat(
         "(sleep 1; echo R; sleep 2) | timeout 20 openssl s_client -connect 127.0.0.1:", port,
         " -tls1_2 -cert ", cert, " -key ", key, " -CAfile ", ca,

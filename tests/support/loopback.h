@@ -10,6 +10,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <future>
 #include <optional>
 #include <stdexcept>
 #include <utility>
@@ -58,6 +59,20 @@ class TestLoop {
       throw std::runtime_error("coroutine did not finish in time");
     }
     return *std::move(out);
+  }
+
+  // Runs `probe` on a thread of its own (blocking sockets, a subprocess) while this loop turns,
+  // and returns its result. Throws if it takes longer than `timeout`.
+  template <typename T>
+  T RunOffLoop(std::function<T()> probe,
+               std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    std::future<T> result = std::async(std::launch::async, std::move(probe));
+    if (!PumpUntil(
+            [&] { return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready; },
+            timeout)) {
+      throw std::runtime_error("off-loop probe did not finish in time");
+    }
+    return result.get();
   }
 
  private:
