@@ -53,10 +53,15 @@ absl::Status PayloadTooLarge(FrameType type, std::size_t size, std::uint32_t max
 
 // Appends the header for a payload of `payload_size` bytes to `out` and returns the offset of
 // the first payload byte.
+// Appends the header of a frame whose payload is `payload_size` bytes and makes room for the
+// first `filled_size` of them (to be written in place, e.g. by protobuf's serializer); the rest
+// the caller appends. Returns the offset of the payload in `*out`. Only the room made is
+// zero-filled: a large body is copied in once, never cleared first.
 std::size_t AppendHeader(FrameType type, std::uint16_t flags, const CorrelationId& correlation_id,
-                         std::size_t payload_size, std::string* out) {
+                         std::size_t payload_size, std::size_t filled_size, std::string* out) {
   const std::size_t start = out->size();
-  out->resize(start + kFrameHeaderSize + payload_size);
+  out->reserve(start + kFrameHeaderSize + payload_size);
+  out->resize(start + kFrameHeaderSize + filled_size);
   FrameHeader header{.type = type,
                      .flags = flags,
                      .payload_length = static_cast<std::uint32_t>(payload_size),
@@ -148,7 +153,7 @@ absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationI
     return PayloadTooLarge(type, size, max_payload_size);
   }
   const std::size_t start = out->size();
-  const std::size_t body = AppendHeader(type, flags, correlation_id, size, out);
+  const std::size_t body = AppendHeader(type, flags, correlation_id, size, head, out);
   auto* p = reinterpret_cast<std::uint8_t*>(out->data() + body);
   // ByteSizeLong() above cached the sizes, which the serializer relies on.
   if (head > 0 && payload.SerializeWithCachedSizesToArray(p) != p + head) {
@@ -157,9 +162,7 @@ absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationI
                                             FrameTypeName(type), " payload (",
                                             payload.GetTypeName(), ")"));
   }
-  if (!raw_tail.empty()) {
-    std::memcpy(p + head, raw_tail.data(), raw_tail.size());
-  }
+  out->append(reinterpret_cast<const char*>(raw_tail.data()), raw_tail.size());
   return absl::OkStatus();
 }
 
@@ -169,10 +172,8 @@ absl::Status AppendFrame(FrameType type, std::uint16_t flags, const CorrelationI
   if (payload.size() > max_payload_size) {
     return PayloadTooLarge(type, payload.size(), max_payload_size);
   }
-  const std::size_t body = AppendHeader(type, flags, correlation_id, payload.size(), out);
-  if (!payload.empty()) {
-    std::memcpy(out->data() + body, payload.data(), payload.size());
-  }
+  AppendHeader(type, flags, correlation_id, payload.size(), 0, out);
+  out->append(reinterpret_cast<const char*>(payload.data()), payload.size());
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@
 #include "runtime/tls/credentials.h"
 #include "runtime/tls/tls_context.h"
 #include "runtime/tls/trust.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 #include "tests/support/blocking_peer.h"
 #include "tests/support/loopback.h"
@@ -42,6 +45,7 @@ using ::stella::testing::TempDir;
 using ::stella::testing::TestLoop;
 using ::stella::testing::TestPki;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kSayHello[] = "greeter.v1.Greeter/SayHello";
 
@@ -295,6 +299,65 @@ TEST_F(HostilePeersTest, ServiceThatStopsReadingGetsResourceExhaustedNeverUnboun
   }
   EXPECT_EQ(ended, kCalls) << "every call ends with a definite status";
   EXPECT_TRUE(result.codes.contains(static_cast<int>(absl::StatusCode::kResourceExhausted)));
+}
+
+// The base64 body of a PEM block, without line breaks or armour: what a leaked key or certificate
+// would look like in a log, whichever way it was wrapped.
+std::string PemBody(const std::string& pem) {
+  std::string body;
+  std::istringstream lines(pem);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.rfind("-----", 0) != 0 && line.find(':') == std::string::npos) {
+      body += line;
+    }
+  }
+  return body;
+}
+
+TEST_F(HostilePeersTest, FailureLogsNeverCarryKeysPasswordsOrCertificates) {
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  StartGateway();
+
+  // Every kind of refused client certificate, plus a credential file with the wrong password.
+  const std::vector<const testing::MintedCert*> refused = {
+      &pki_.client_other_ca, &pki_.client_expired, &pki_.client_server_auth_only,
+      &pki_.client_revoked};
+  for (const testing::MintedCert* cert : refused) {
+    std::string error;
+    auto peer = Dial(*cert, /*service=*/true, &error);
+    if (peer != nullptr) {
+      EXPECT_TRUE(loop_.RunOffLoop<bool>([&] { return peer->WaitForClose(); }));
+    }
+  }
+  ASSERT_TRUE(loop_.PumpUntil([&] {
+    return absl::StrContains(log.str(), "intruder") && absl::StrContains(log.str(), "expired") &&
+           absl::StrContains(log.str(), "wrong-usage") && absl::StrContains(log.str(), "revoked");
+  })) << log.str();
+  constexpr char kPassword[] = "correct horse battery staple";
+  runtime::tls::CredentialSource source;
+  source.certificate_path =
+      dir_.Write("locked.pem", TestPki::Pem(pki_.client) + TestPki::KeyPem(pki_.client, kPassword));
+  source.password = "wrong password 12345";
+  auto loaded =
+      runtime::tls::LoadCredentials(source, runtime::tls::CertificateUsage::kClient, absl::Now());
+  ASSERT_FALSE(loaded.ok());
+  const std::string refusal(loaded.status().message());
+  spdlog::default_logger()->sinks().pop_back();
+
+  const std::string text = log.str() + refusal;
+  EXPECT_THAT(text, Not(HasSubstr("-----BEGIN")));
+  EXPECT_THAT(text, Not(HasSubstr("PRIVATE KEY")));
+  EXPECT_THAT(text, Not(HasSubstr(kPassword)));
+  EXPECT_THAT(text, Not(HasSubstr(source.password)));
+  for (const testing::MintedCert* cert : refused) {
+    // No key, and no certificate beyond its names: not even 40 characters of either in base64.
+    EXPECT_THAT(text, Not(HasSubstr(PemBody(TestPki::KeyPem(*cert)).substr(20, 40))));
+    EXPECT_THAT(text, Not(HasSubstr(PemBody(TestPki::Pem(*cert)).substr(40, 40))));
+  }
+  EXPECT_THAT(text, Not(HasSubstr(PemBody(TestPki::KeyPem(pki_.server)).substr(20, 40))));
 }
 
 }  // namespace
