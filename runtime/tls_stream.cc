@@ -103,7 +103,7 @@ int TlsStream::BioRead(char* out, int length) {
     return peer_eof_ ? 0 : -1;
   }
   const std::size_t n = std::min(available, static_cast<std::size_t>(length));
-  std::memcpy(out, in_.data() + in_begin_, n);
+  std::memcpy(out, in_.get() + in_begin_, n);
   in_begin_ += n;
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
@@ -148,14 +148,20 @@ asio::awaitable<error_code> TlsStream::Fill() {
       co_return ec;
     }
     if (in_begin_ > 0) {  // compact what BoringSSL has not taken yet
-      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      std::memmove(in_.get(), in_.get() + in_begin_, in_end_ - in_begin_);
       in_end_ -= in_begin_;
       in_begin_ = 0;
     }
-    if (in_.size() < in_end_ + kReadChunk) {
-      in_.resize(in_end_ + kReadChunk);
+    if (in_capacity_ < in_end_ + kReadChunk) {
+      const std::size_t capacity = in_end_ + kReadChunk;
+      std::unique_ptr<std::uint8_t[]> grown(new std::uint8_t[capacity]);  // left uninitialised
+      if (in_end_ > 0) {
+        std::memcpy(grown.get(), in_.get(), in_end_);
+      }
+      in_ = std::move(grown);
+      in_capacity_ = capacity;
     }
-    const std::size_t n = socket_.read_some(asio::buffer(in_.data() + in_end_, kReadChunk), ec);
+    const std::size_t n = socket_.read_some(asio::buffer(in_.get() + in_end_, kReadChunk), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       continue;  // a spurious wake-up
     }
@@ -293,8 +299,9 @@ asio::awaitable<error_code> TlsStream::Shutdown() {
 }
 
 void TlsStream::ReleaseIdleMemory() {
-  if (in_begin_ == in_end_ && !in_.empty()) {
-    std::vector<std::uint8_t>().swap(in_);
+  if (in_begin_ == in_end_ && in_ != nullptr) {
+    in_.reset();
+    in_capacity_ = 0;
     in_begin_ = in_end_ = 0;
   }
   if (out_.empty()) {

@@ -86,7 +86,10 @@ class TlsStream {
 
   boost::asio::ip::tcp::socket socket_;
   bssl::UniquePtr<SSL> ssl_;
-  std::vector<std::uint8_t> in_;  // ciphertext read and not yet consumed: [in_begin_, in_end_)
+  // Ciphertext read and not yet consumed: [in_begin_, in_end_) of in_capacity_ bytes. Not a
+  // vector: growing it must not zero (and so fault in) 64 KiB a new connection never fills.
+  std::unique_ptr<std::uint8_t[]> in_;
+  std::size_t in_capacity_ = 0;
   std::size_t in_begin_ = 0;
   std::size_t in_end_ = 0;
   bool peer_eof_ = false;  // the peer closed its side of TCP
