@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "runtime/framed_connection.h"
 #include "stella/router/v1/frames.pb.h"
+#include "tests/gateway/loopback_gateway.h"
 #include "tests/support/loopback.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/temp_dir.h"
@@ -116,21 +117,7 @@ class GatewayTest : public ::testing::Test {
     TlsOptions options;
     options.role = TlsRole::kServer;
     auto tls = *TlsContext::Create(options, Creds(pki_.server, CertificateUsage::kServer), Trust());
-    GatewayConfig config;
-    config.gateway_id = "gw-test";
-    config.services.listen_address = "127.0.0.1";
-    config.services.port = 0;
-    config.services.tls.handshake_timeout = absl::Seconds(5);
-    config.services.heartbeat_interval = absl::Seconds(10);
-    config.callers = config.services;
-    if (adjust) {
-      adjust(config);
-    }
-    GatewayOptions gateway_options;
-    gateway_options.config = std::move(config);
-    gateway_options.service_tls = [tls] { return tls; };
-    gateway_options.caller_tls = [tls] { return tls; };
-    auto gateway = Gateway::Start(loop_.io(), std::move(gateway_options));
+    auto gateway = StartLoopbackGateway(loop_.io(), "gw-test", tls, adjust);
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
   }

@@ -24,6 +24,7 @@
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
+#include "tests/gateway/loopback_gateway.h"
 #include "tests/support/blocking_peer.h"
 #include "tests/support/loopback.h"
 #include "tests/support/status_matchers.h"
@@ -74,23 +75,7 @@ class HostilePeersTest : public ::testing::Test {
     auto tls =
         runtime::tls::TlsContext::Create(options, *std::move(credentials), *std::move(bundle));
     ASSERT_THAT(tls, IsOk());
-    std::shared_ptr<const runtime::tls::TlsContext> context = *std::move(tls);
-
-    GatewayConfig config;
-    config.gateway_id = "gw-hostile";
-    config.services.listen_address = "127.0.0.1";
-    config.services.port = 0;
-    config.services.tls.handshake_timeout = absl::Seconds(5);
-    config.services.heartbeat_interval = absl::Seconds(10);
-    config.callers = config.services;
-    if (adjust) {
-      adjust(config);
-    }
-    GatewayOptions gateway_options;
-    gateway_options.config = std::move(config);
-    gateway_options.service_tls = [context] { return context; };
-    gateway_options.caller_tls = [context] { return context; };
-    auto gateway = Gateway::Start(loop_.io(), std::move(gateway_options));
+    auto gateway = StartLoopbackGateway(loop_.io(), "gw-hostile", *std::move(tls), adjust);
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
   }

@@ -24,6 +24,7 @@
 #include "gateway/gateway.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/gateway/loopback_gateway.h"
 #include "tests/support/blocking_peer.h"
 #include "tests/support/loopback.h"
 #include "tests/support/status_matchers.h"
@@ -53,18 +54,8 @@ struct Outcome {
 class TlsPolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    GatewayConfig config;
-    config.gateway_id = "gw-tls";
-    config.services.listen_address = "127.0.0.1";
-    config.services.port = 0;
-    config.services.tls.handshake_timeout = absl::Seconds(5);
-    config.callers = config.services;
-    GatewayOptions options;
-    options.config = std::move(config);
-    auto tls = pki_.Context(pki_.server, TlsRole::kServer, dir_);
-    options.service_tls = [tls] { return tls; };
-    options.caller_tls = [tls] { return tls; };
-    auto gateway = Gateway::Start(loop_.io(), std::move(options));
+    auto gateway = StartLoopbackGateway(loop_.io(), "gw-tls",
+                                        pki_.Context(pki_.server, TlsRole::kServer, dir_));
     ASSERT_THAT(gateway, IsOk());
     gateway_ = *std::move(gateway);
   }

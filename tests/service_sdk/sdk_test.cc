@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/async.h"
+#include "runtime/tls/certificate_provider.h"
 #include "service_sdk/blocking.h"
 #include "service_sdk/channel.h"
 #include "service_sdk/service_config.h"
@@ -947,6 +948,149 @@ TEST_F(SdkTest, KilledServiceProcessFailsItsCallsAtOnce) {
   EXPECT_EQ(*echo, "survivor: x");
   channel->Close();
   ASSERT_TRUE(loop_.PumpUntil([&] { return ended() == kCalls; }));
+}
+
+// Load for the rotation test: calls Echo back to back until `*stop`, counting the outcomes.
+asio::awaitable<void> EchoUntilStopped(std::shared_ptr<Channel> channel, const bool* stop,
+                                       int* succeeded, std::vector<absl::Status>* failures,
+                                       int* running) {
+  while (!*stop) {
+    absl::StatusOr<std::string> answer = co_await channel->Call("test.v1.Texts/Echo", "x");
+    if (answer.ok()) {
+      ++*succeeded;
+    } else {
+      failures->push_back(answer.status());
+    }
+  }
+  --*running;
+}
+
+// The gateway's certificate, the CA bundle everybody trusts and a service's certificate are each
+// replaced 20 times while 64 calls are kept in flight: no call fails. After every round a new
+// caller connection and a new service instance handshake against what was just rotated in.
+TEST_F(SdkTest, RotationUnderLoadLosesNoCall) {
+  using runtime::tls::CertificateProvider;
+  const std::string gateway_cert = dir_.Write("rot/gateway.crt", TestPki::Pem(pki_.server));
+  const std::string gateway_key = dir_.Write("rot/gateway.key", TestPki::KeyPem(pki_.server));
+  const std::string bundle = dir_.Write("rot/ca.pem", TestPki::Pem(pki_.root));
+  const std::string service_cert = dir_.Write("rot/greeter.crt", TestPki::Pem(pki_.client));
+  const std::string service_key = dir_.Write("rot/greeter.key", TestPki::KeyPem(pki_.client));
+  auto provider = [&](const std::string& cert, const std::string& key, TlsRole role) {
+    CertificateProvider::Options options;
+    options.tls.role = role;
+    options.tls.expected_server_name = role == TlsRole::kClient ? "localhost" : "";
+    options.certificate.certificate_path = cert;
+    options.certificate.key_path = key;
+    options.usage =
+        role == TlsRole::kServer ? CertificateUsage::kServer : CertificateUsage::kClient;
+    options.trust = runtime::tls::TrustSource{};
+    options.trust->ca_path = bundle;
+    options.use_inotify = false;  // rotations are applied with ReloadNow(), one at a time
+    options.poll_interval = absl::ZeroDuration();
+    return CertificateProvider::Start(std::move(options));
+  };
+  auto gateway_tls = provider(gateway_cert, gateway_key, TlsRole::kServer);
+  auto service_tls = provider(service_cert, service_key, TlsRole::kClient);
+  ASSERT_THAT(gateway_tls, IsOk());
+  ASSERT_THAT(service_tls, IsOk());
+  CertificateProvider* gateway_provider = gateway_tls->get();
+  CertificateProvider* service_provider = service_tls->get();
+
+  gateway_.reset();
+  gateway::GatewayConfig config;
+  config.gateway_id = "gw-rotation";
+  config.services.listen_address = "127.0.0.1";
+  config.services.port = 0;
+  config.callers = config.services;
+  gateway::GatewayOptions gateway_options;
+  gateway_options.config = std::move(config);
+  gateway_options.service_tls = [gateway_provider] { return gateway_provider->Current(); };
+  gateway_options.caller_tls = [gateway_provider] { return gateway_provider->Current(); };
+  auto started = gateway::Gateway::Start(loop_.io(), std::move(gateway_options));
+  ASSERT_THAT(started, IsOk());
+  gateway_ = *std::move(started);
+
+  auto service_tls_now = [service_provider] { return service_provider->Current(); };
+  std::vector<std::shared_ptr<ServiceHost>> hosts = {
+      StartService(service_tls_now, "greeter", absl::Milliseconds(200))};
+  ASSERT_TRUE(loop_.PumpUntil([&] { return hosts.front()->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+
+  constexpr int kConcurrent = 64;
+  constexpr int kRotations = 20;
+  bool stop = false;
+  int succeeded = 0;
+  int running = kConcurrent;
+  std::vector<absl::Status> failures;
+  for (int i = 0; i < kConcurrent; ++i) {
+    asio::co_spawn(loop_.io(), EchoUntilStopped(channel, &stop, &succeeded, &failures, &running),
+                   runtime::LogCoroutineFailure("echo load"));
+  }
+  auto settle = [&] { loop_.PumpUntil([] { return false; }, std::chrono::milliseconds(20)); };
+  // Each reload must succeed and swap a new snapshot in.
+  std::uint64_t gateway_generation = 0;
+  std::uint64_t service_generation = 0;
+  auto reload = [](CertificateProvider* provider, std::uint64_t* generation,
+                   const std::string& what) {
+    const runtime::tls::ReloadEvent event = provider->ReloadNow();
+    EXPECT_THAT(event.status, IsOk()) << what;
+    EXPECT_GT(event.generation, *generation) << what << ": nothing new was swapped in";
+    *generation = event.generation;
+  };
+  for (int round = 0; round < kRotations; ++round) {
+    const std::string tag = std::to_string(round);
+    // The gateway's certificate: a new key and certificate for the same names.
+    testing::CertSpec server = testing::LeafSpec("gateway.internal", true, false);
+    server.dns_names = {"gateway.internal", "localhost"};
+    server.ips = {"127.0.0.1"};
+    const testing::MintedCert new_server = testing::MustMint(server, &pki_.root);
+    dir_.Write("rot/gateway.crt", TestPki::Pem(new_server));
+    dir_.Write("rot/gateway.key", TestPki::KeyPem(new_server));
+    reload(gateway_provider, &gateway_generation, "gateway certificate " + tag);
+    settle();
+    // The CA bundle: the root plus a CA minted for this round.
+    const testing::MintedCert extra = testing::MustMint(
+        [&] {
+          testing::CertSpec ca = testing::LeafSpec("Rotation CA " + tag, false, false);
+          ca.is_ca = true;
+          return ca;
+        }(),
+        nullptr);
+    dir_.Write("rot/ca.pem", TestPki::Pem(pki_.root) + TestPki::Pem(extra));
+    reload(gateway_provider, &gateway_generation, "gateway CA bundle " + tag);
+    reload(service_provider, &service_generation, "service CA bundle " + tag);
+    settle();
+    // The service's certificate.
+    testing::CertSpec greeter = testing::LeafSpec("greeter", false, true);
+    greeter.dns_names = {"greeter"};
+    const testing::MintedCert new_greeter = testing::MustMint(greeter, &pki_.root);
+    dir_.Write("rot/greeter.crt", TestPki::Pem(new_greeter));
+    dir_.Write("rot/greeter.key", TestPki::KeyPem(new_greeter));
+    reload(service_provider, &service_generation, "service certificate " + tag);
+    settle();
+    // New handshakes against what was just rotated in: a caller and a service instance.
+    auto fresh = Connect();
+    ASSERT_NE(fresh, nullptr) << "round " << tag;
+    EXPECT_THAT(loop_.Run(fresh->Call("test.v1.Texts/Echo", "fresh")), IsOk()) << "round " << tag;
+    fresh->Close();
+    hosts.push_back(StartService(service_tls_now, "greeter", absl::Milliseconds(200)));
+    ASSERT_TRUE(loop_.PumpUntil([&] { return hosts.back()->registered_gateways() == 1; }))
+        << "round " << tag;
+  }
+  stop = true;
+  ASSERT_TRUE(loop_.PumpUntil([&] { return running == 0; }));
+  EXPECT_THAT(failures, ::testing::IsEmpty());
+  EXPECT_GT(succeeded, kConcurrent * kRotations);
+  EXPECT_EQ(gateway_->routes().Snapshot()->instances.size(), hosts.size());
+  std::printf(
+      "rotation under load: %d rotations each of the gateway certificate, the CA bundle "
+      "and a service certificate; %d calls succeeded, %zu failed\n",
+      kRotations, succeeded, failures.size());
+  for (auto& host : hosts) {
+    host->Shutdown();
+  }
+  channel->Close();
 }
 
 }  // namespace
