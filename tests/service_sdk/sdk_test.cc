@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -47,6 +48,7 @@ using ::stella::testing::TestLoop;
 using ::stella::testing::TestPki;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // --- Handlers: plain functions, as the SDK asks ---------------------------------------------
 
@@ -512,6 +514,45 @@ TEST_F(SdkTest, ServiceReregistersAfterTheGatewayRestarts) {
   auto channel = Connect();
   ASSERT_NE(channel, nullptr);
   EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "back")), IsOk());
+}
+
+// A gateway restart brings 500 registered services back at the same moment: every one
+// re-registers, without a single failed handshake (backoff with full jitter spreads the dials).
+TEST_F(SdkTest, FiveHundredServicesReconnectAfterAGatewayRestart) {
+  constexpr std::size_t kServices = 500;
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  std::vector<std::shared_ptr<ServiceHost>> hosts;
+  for (std::size_t i = 0; i < kServices; ++i) {
+    hosts.push_back(StartService([tls] { return tls; }, "greeter", absl::Seconds(1)));
+  }
+  auto registered = [&] {
+    return static_cast<std::size_t>(std::count_if(hosts.begin(), hosts.end(), [](const auto& host) {
+      return host->registered_gateways() == 1;
+    }));
+  };
+  ASSERT_TRUE(loop_.PumpUntil([&] { return registered() == kServices; }, std::chrono::seconds(120)))
+      << registered() << " of " << kServices << " registered";
+  const std::uint16_t port = gateway_->service_port();
+  gateway_.reset();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return registered() == 0; }, std::chrono::seconds(30)));
+
+  StartGateway(port);
+  const absl::Time restarted = absl::Now();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return registered() == kServices; }, std::chrono::seconds(120)))
+      << registered() << " of " << kServices << " re-registered";
+  const absl::Duration took = absl::Now() - restarted;
+  EXPECT_EQ(gateway_->routes().Snapshot()->instances.size(), kServices);
+  EXPECT_THAT(gateway_->metrics().Serialize(),
+              Not(HasSubstr("stella_gateway_handshake_failures_total{")));
+  std::printf("gateway restart: %zu services re-registered in %s, no failed handshake\n", kServices,
+              absl::FormatDuration(took).c_str());
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "back")), IsOk());
+  channel->Close();
+  for (auto& host : hosts) {
+    host->Shutdown();
+  }
 }
 
 TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
