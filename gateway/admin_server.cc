@@ -1,5 +1,7 @@
 #include "gateway/admin_server.h"
 
+#include <fcntl.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -192,6 +194,9 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(asio::io_context
   const tcp::endpoint endpoint(address, config.port);
   state->acceptor.open(endpoint.protocol(), ec);
   if (!ec) {
+    // Not inherited by a process this one starts: a child holding the listener would keep the
+    // port bound after this process is gone.
+    ::fcntl(state->acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
     state->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   }
   if (!ec) {

@@ -1,5 +1,7 @@
 #include "gateway/gateway.h"
 
+#include <fcntl.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -982,6 +984,9 @@ absl::Status Listen(tcp::acceptor& acceptor, const runtime::tls::TlsServerConfig
   const tcp::endpoint endpoint(address, tls.port);
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) {
+    // Not inherited by a process this one starts: a child holding the listener would keep the
+    // port bound after this process is gone.
+    ::fcntl(acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
     acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   }
   if (!ec) {

@@ -1,5 +1,7 @@
 #include "runtime/tls_stream.h"
 
+#include <fcntl.h>
+
 // clang-format off
 #include "runtime/boringssl.h"  // first among OpenSSL-API headers: refuses OpenSSL 3
 // clang-format on
@@ -93,6 +95,9 @@ TlsStream::TlsStream(tcp::socket socket, SSL_CTX* ctx)
   SSL_set_bio(ssl_.get(), bio, bio);  // one BIO both ways: the SSL takes the one reference
   error_code ignored;
   socket_.non_blocking(true, ignored);
+  // Asio does not open sockets close-on-exec. A child process that inherited this connection
+  // would keep it open after this process died, and the peer would not see the close.
+  ::fcntl(socket_.native_handle(), F_SETFD, FD_CLOEXEC);
 }
 
 TlsStream::~TlsStream() = default;
