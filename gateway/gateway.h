@@ -66,7 +66,7 @@ class Gateway {
   std::size_t service_connections() const;
   std::size_t caller_connections() const;
 
-  struct State;  // shared with the sessions, which may outlive the Gateway object briefly
+  struct State;  // the listeners and the sessions' hub, kept alive by pending accepts
 
  private:
   explicit Gateway(std::shared_ptr<State> state) : state_(std::move(state)) {}

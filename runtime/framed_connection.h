@@ -19,11 +19,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "runtime/frame_codec.h"
+#include "runtime/frame_link.h"
 #include "runtime/tls/tls_context.h"
-
-namespace google::protobuf {
-class MessageLite;
-}  // namespace google::protobuf
 
 namespace stella::runtime {
 
@@ -43,16 +40,8 @@ struct ConnectionOptions {
 // "protocol_violation", "network", ...; "other" for a status without one; "" for OK.
 std::string FailureLabelOf(const absl::Status& status);
 
-class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
+class FramedConnection : public FrameLink, public std::enable_shared_from_this<FramedConnection> {
  public:
-  // Called for each whole frame received. The payload is valid only during the call.
-  using FrameHandler = std::function<void(const FrameView& frame)>;
-  // Called once, when the connection has closed, with why: OK for a close this side asked for
-  // with an OK status; UNAVAILABLE when the peer went away; UNAUTHENTICATED when a certificate
-  // was refused by either side (with the readable sentence); INVALID_ARGUMENT or
-  // RESOURCE_EXHAUSTED when the peer broke the protocol (the peer was sent a GOAWAY saying so).
-  using CloseHandler = std::function<void(const absl::Status& reason)>;
-
   // Server side: wraps an accepted TCP socket; call Handshake() next.
   static std::shared_ptr<FramedConnection> FromAccepted(boost::asio::ip::tcp::socket socket,
                                                         std::shared_ptr<const tls::TlsContext> tls,
@@ -65,7 +54,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
       boost::asio::any_io_executor executor, std::string host, std::uint16_t port,
       std::shared_ptr<const tls::TlsContext> tls, ConnectionOptions options);
 
-  ~FramedConnection();
+  ~FramedConnection() override;
   FramedConnection(const FramedConnection&) = delete;
   FramedConnection& operator=(const FramedConnection&) = delete;
 
@@ -76,26 +65,26 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Starts the reader and writer. Call once, after a successful handshake. The connection holds
   // the handlers until it has closed, so a handler must refer to the connection (or to anything
   // that owns it) weakly; otherwise the two keep each other alive if the io_context stops first.
-  void Start(FrameHandler on_frame, CloseHandler on_closed);
+  void Start(FrameHandler on_frame, CloseHandler on_closed) override;
 
   // Queues a frame. RESOURCE_EXHAUSTED when the payload is over max_payload_size or the writer
   // queue is full; FAILED_PRECONDITION once the connection is closing.
   absl::Status Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
-                    const google::protobuf::MessageLite& payload);
+                    const google::protobuf::MessageLite& payload) override;
   // As Send, with wire bytes of further fields appended to the serialized payload (a relay's
   // pass-through body; AppendFrame's raw_tail).
   absl::Status Send(FrameType type, std::uint16_t flags, const CorrelationId& id,
                     const google::protobuf::MessageLite& payload,
-                    std::span<const std::uint8_t> raw_tail);
+                    std::span<const std::uint8_t> raw_tail) override;
   absl::Status SendBytes(FrameType type, std::uint16_t flags, const CorrelationId& id,
-                         std::span<const std::uint8_t> payload);
+                         std::span<const std::uint8_t> payload) override;
 
   // Closes gracefully: what is queued is written, then TLS close_notify, then the socket.
   // `reason` is what the close handler receives (the first reason given wins).
-  void Close(absl::Status reason);
+  void Close(absl::Status reason) override;
 
   // Who the peer is, from its certificate (empty fields if it sent none).
-  const tls::CertificateIdentity& peer() const;
+  const tls::CertificateIdentity& peer() const override;
   // True if the handshake resumed an earlier session (no certificate exchange).
   bool session_resumed() const;
   // "TLSv1.3" or "TLSv1.2".
@@ -105,7 +94,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // The executor the connection lives on; its handlers run there.
   boost::asio::any_io_executor executor() const;
   // "127.0.0.1:53412".
-  const std::string& remote_address() const;
+  const std::string& remote_address() const override;
   // Bytes queued for the writer and not yet written.
   std::size_t queued_bytes() const;
 
