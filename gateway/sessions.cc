@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/request_envelope.h"
 #include "runtime/status_macros.h"
+#include "runtime/status_text.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
@@ -105,8 +106,8 @@ class Session {
   void GoAway(absl::StatusCode code, const std::string& reason) {
     v1::Goaway goaway;
     goaway.set_code(static_cast<int>(code));
-    goaway.set_reason(reason);
-    (void)connection_->Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
+    goaway.set_reason(runtime::StatusText(reason));
+    (void)connection_->SendControl(FrameType::kGoaway, 0, CorrelationId{}, goaway);
     spdlog::warn("closing connection {} with {} ({}): {}", id_, connection_->remote_address(),
                  PeerName(), reason);
     connection_->Close(absl::Status(code, reason));
@@ -240,7 +241,7 @@ class Session {
     ack.set_initial_stream_window(hub_->options.config.limits.stream_window_bytes);
     ack.set_max_concurrent_streams(MaxStreams());
     ack.set_gateway_id(hub_->options.config.gateway_id);
-    (void)connection_->Send(FrameType::kHelloAck, 0, CorrelationId{}, ack);
+    (void)connection_->SendControl(FrameType::kHelloAck, 0, CorrelationId{}, ack);
     accepted_ = true;
     hub_->metrics().ConnectionOpened(Role());
   }
@@ -258,9 +259,9 @@ class Session {
     v1::HelloAck ack;
     ack.set_accepted(false);
     ack.set_code(static_cast<int>(why.code()));
-    ack.set_reason(std::string(why.message()));
+    ack.set_reason(runtime::StatusText(why.message()));
     ack.set_gateway_id(hub_->options.config.gateway_id);
-    (void)connection_->Send(FrameType::kHelloAck, 0, CorrelationId{}, ack);
+    (void)connection_->SendControl(FrameType::kHelloAck, 0, CorrelationId{}, ack);
     spdlog::warn("refused HELLO on connection {} from {} ({}): {}", id_,
                  connection_->remote_address(), PeerName(), std::string(why.message()));
     connection_->Close(why);
@@ -351,7 +352,11 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
       return absl::OkStatus();
     }
     STELLA_RETURN_IF_ERROR(Grow(it->second.request_window, grant));
-    (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, caller_id, payload);
+    if (absl::Status sent = connection_->SendBytes(FrameType::kWindowUpdate, 0, caller_id, payload);
+        !sent.ok()) {
+      // A lost grant would stall the caller's request stream until its deadline: end the call.
+      FailCall(caller_id, absl::ResourceExhaustedError(sent.message()), /*cancel_service=*/true);
+    }
     return absl::OkStatus();
   }
 
@@ -418,8 +423,16 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
         absl::StatusOr<std::uint32_t> grant = ParseWindowUpdate(frame.payload);
         absl::Status forwarded =
             grant.ok() ? ForwardWindowUpdate(id, *grant, frame.payload) : grant.status();
-        if (!forwarded.ok()) {
-          GoAway(forwarded);
+        if (forwarded.code() == absl::StatusCode::kInvalidArgument) {
+          GoAway(forwarded);  // a malformed grant or an overflowing window: the caller's fault
+        } else if (!forwarded.ok()) {
+          // The service's queue is full, so the grant cannot reach it: its response stream would
+          // stall until the deadline. End the call now.
+          FailCall(id,
+                   forwarded.code() == absl::StatusCode::kResourceExhausted
+                       ? absl::ResourceExhaustedError(forwarded.message())
+                       : absl::UnavailableError(forwarded.message()),
+                   /*cancel_service=*/true);
         }
         return;
       }
@@ -457,9 +470,13 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
   void Answer(const CorrelationId& id, const absl::Status& status) {
     v1::Response response;
     response.set_code(static_cast<int>(status.code()));
-    response.set_message(std::string(status.message()));
-    (void)connection_->Send(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError, id,
-                            response);
+    // Valid UTF-8 and bounded, so that the caller can parse it (a service's cancel reason is
+    // part of some messages).
+    response.set_message(runtime::StatusText(status.message()));
+    // Past the writer queue's bound if need be: without it the call would never end at the
+    // caller. Fails only once the connection is closing, which ends every call on it.
+    (void)connection_->SendControl(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError,
+                                   id, response);
   }
 
   void OnClosed(const absl::Status& reason) {
@@ -529,8 +546,9 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
       return absl::OkStatus();
     }
     STELLA_RETURN_IF_ERROR(Grow(it->second.response_window, grant));
-    (void)connection_->SendBytes(FrameType::kWindowUpdate, 0, id, payload);
-    return absl::OkStatus();
+    // A failure here is the service's full queue, not the caller's violation: the caller's
+    // session ends the call.
+    return connection_->SendBytes(FrameType::kWindowUpdate, 0, id, payload);
   }
 
   // The caller is gone or out of time: tell the service to stop.
@@ -540,8 +558,8 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     }
     v1::Cancel cancel;
     cancel.set_code(static_cast<int>(why.code()));
-    cancel.set_reason(std::string(why.message()));
-    (void)connection_->Send(FrameType::kCancel, 0, id, cancel);
+    cancel.set_reason(runtime::StatusText(why.message()));
+    (void)connection_->SendControl(FrameType::kCancel, 0, id, cancel);
   }
 
   std::string Describe() const {
@@ -920,10 +938,10 @@ std::size_t CallsInFlight(const SessionHub& hub) {
 void SendToAll(SessionHub& hub, runtime::FrameType type,
                const google::protobuf::MessageLite& payload) {
   for (auto& [id, session] : hub.callers) {
-    (void)session->connection().Send(type, 0, CorrelationId{}, payload);
+    (void)session->connection().SendControl(type, 0, CorrelationId{}, payload);
   }
   for (auto& [id, session] : hub.services) {
-    (void)session->connection().Send(type, 0, CorrelationId{}, payload);
+    (void)session->connection().SendControl(type, 0, CorrelationId{}, payload);
   }
 }
 

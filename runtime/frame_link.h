@@ -52,6 +52,14 @@ class FrameLink {
   virtual absl::Status SendBytes(FrameType type, std::uint16_t flags, const CorrelationId& id,
                                  std::span<const std::uint8_t> payload) = 0;
 
+  // Queues a small frame that ends a call, a stream or the link (a final error RESPONSE, CANCEL,
+  // HELLO_ACK, GOAWAY) even when the writer queue is over its bound: there is at most one such
+  // frame per call, so they are bounded by the calls in flight, and dropping one would leave a
+  // call that never ends. FAILED_PRECONDITION once the link is closing; RESOURCE_EXHAUSTED only
+  // for a payload over the maximum.
+  virtual absl::Status SendControl(FrameType type, std::uint16_t flags, const CorrelationId& id,
+                                   const google::protobuf::MessageLite& payload) = 0;
+
   // Closes gracefully: what is queued is written first. `reason` is what the close handler
   // receives (the first reason given wins). The close handler runs later, never inside Close.
   virtual void Close(absl::Status reason) = 0;

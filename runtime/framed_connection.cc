@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
 #include "runtime/boringssl.h"  // must come first among OpenSSL-API headers
+#include "runtime/status_text.h"
 #include "runtime/tls/online_revocation.h"
 #include "runtime/tls_stream.h"
 #include "spdlog/spdlog.h"
@@ -115,14 +116,14 @@ struct FramedConnection::Impl {
         "network");
   }
 
-  // Appends a frame to the writer queue with `append` unless the connection is closing or the
-  // queue is over its bound, and wakes the writer.
+  // Appends a frame to the writer queue with `append` unless the connection is closing or (for
+  // a `bounded` frame) the queue is over its bound, and wakes the writer.
   template <typename Append>
-  absl::Status Enqueue(Append append) {
+  absl::Status Enqueue(Append append, bool bounded = true) {
     if (closing) {
       return absl::FailedPreconditionError(absl::StrCat("connection with ", remote, " is closing"));
     }
-    if (pending.size() > options.max_queued_bytes) {
+    if (bounded && pending.size() > options.max_queued_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the writer queue for ", remote, " holds ", pending.size(), " bytes, over its limit of ",
           options.max_queued_bytes, " bytes: the peer reads too slowly"));
@@ -310,7 +311,7 @@ bool DeliverFrames(FramedConnection& self, FramedConnection::Impl& impl) {
       // The peer broke the protocol: tell it why, then close.
       router::v1::Goaway goaway;
       goaway.set_code(static_cast<int>(next.status().code()));
-      goaway.set_reason(std::string(next.status().message()));
+      goaway.set_reason(StatusText(next.status().message()));
       (void)self.Send(FrameType::kGoaway, 0, CorrelationId{}, goaway);
       self.Close(Labelled(
           next.status().code(),
@@ -514,6 +515,16 @@ absl::Status FramedConnection::Send(FrameType type, std::uint16_t flags, const C
   return impl_->Enqueue([&](std::string* out) {
     return AppendFrame(type, flags, id, payload, raw_tail, impl_->options.max_payload_size, out);
   });
+}
+
+absl::Status FramedConnection::SendControl(FrameType type, std::uint16_t flags,
+                                           const CorrelationId& id,
+                                           const google::protobuf::MessageLite& payload) {
+  return impl_->Enqueue(
+      [&](std::string* out) {
+        return AppendFrame(type, flags, id, payload, impl_->options.max_payload_size, out);
+      },
+      /*bounded=*/false);
 }
 
 absl::Status FramedConnection::SendBytes(FrameType type, std::uint16_t flags,

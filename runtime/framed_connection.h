@@ -78,6 +78,8 @@ class FramedConnection : public FrameLink, public std::enable_shared_from_this<F
                     std::span<const std::uint8_t> raw_tail) override;
   absl::Status SendBytes(FrameType type, std::uint16_t flags, const CorrelationId& id,
                          std::span<const std::uint8_t> payload) override;
+  absl::Status SendControl(FrameType type, std::uint16_t flags, const CorrelationId& id,
+                           const google::protobuf::MessageLite& payload) override;
 
   // Closes gracefully: what is queued is written, then TLS close_notify, then the socket.
   // `reason` is what the close handler receives (the first reason given wins).

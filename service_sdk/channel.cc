@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/async.h"
 #include "runtime/keepalive.h"
+#include "runtime/status_text.h"
 #include "spdlog/spdlog.h"
 #include "stella/router/v1/frames.pb.h"
 
@@ -555,7 +556,7 @@ void ClientCall::Cancel(const std::string& reason) {
   }
   v1::Cancel cancel;
   cancel.set_code(static_cast<int>(absl::StatusCode::kCancelled));
-  cancel.set_reason(reason);
+  cancel.set_reason(runtime::StatusText(reason));
   (void)link->connection->Send(FrameType::kCancel, 0, state_->id, cancel);
   link->calls.erase(state_->id);
 }

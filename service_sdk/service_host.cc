@@ -14,6 +14,7 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "runtime/async.h"
 #include "runtime/keepalive.h"
+#include "runtime/status_text.h"
 #include "spdlog/spdlog.h"
 
 namespace stella::sdk {
@@ -118,7 +119,7 @@ asio::awaitable<void> FinishCall(std::shared_ptr<Link> link_ptr, CorrelationId i
   ServerCall& call = *call_ptr;
   v1::Response response;
   response.set_code(static_cast<int>(status.code()));
-  response.set_message(std::string(status.message()));
+  response.set_message(runtime::StatusText(status.message()));
   if (status.ok() && HostAccess::response(call).has_value()) {
     response.set_body(std::move(*HostAccess::response(call)));
   }
@@ -188,7 +189,7 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
             : absl::NotFoundError(absl::StrCat("service \"", impl->options.service_name,
                                                "\" has no handler for ", request.method()));
     response.set_code(static_cast<int>(status.code()));
-    response.set_message(std::string(status.message()));
+    response.set_message(runtime::StatusText(status.message()));
     (void)link->connection->Send(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError,
                                  id, response);
     return;
