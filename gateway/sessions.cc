@@ -623,9 +623,16 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
   const char* Role() const override { return "service"; }
 
   void OnPeerGoaway() override {
-    if (instance_) {
-      instance_->draining = true;  // it asked to leave: no new calls
+    if (instance_ == nullptr || instance_->draining) {
+      return;
     }
+    instance_->draining = true;  // it asked to leave: no new calls
+    // The acknowledgement: no REQUEST opening a stream follows this frame, so the service may
+    // close once its open streams are done (docs/protocol.md, "GOAWAY").
+    v1::Goaway ack;
+    ack.set_reason(runtime::StatusText(
+        absl::StrCat("drain acknowledged: no new calls are routed to ", Describe())));
+    (void)connection_->SendControl(FrameType::kGoaway, 0, CorrelationId{}, ack);
   }
 
   void OnSilent() override {

@@ -81,6 +81,9 @@ struct Link {
   std::string refusal_logged;  // the last refusal logged at error level
   bool registered = false;
   bool closed = true;
+  // The gateway sent GOAWAY: it routes no new call over this connection (during a shutdown, the
+  // acknowledgement of ours).
+  bool gateway_goaway = false;
   absl::Status refusal;     // set when the gateway refused the HELLO
   absl::Status last_error;  // why the last connection ended
 };
@@ -180,14 +183,16 @@ void OnRequest(const std::shared_ptr<ServiceHost>& host, Impl* impl,
     }
     return;
   }
+  // While shutting down, a call that arrives before the gateway acknowledged the drain was routed
+  // before the gateway read our GOAWAY: it is served, not failed.
+  const bool refuse = impl->stopping && link->gateway_goaway;
   auto handler = impl->handlers.find(request.method());
-  if (handler == impl->handlers.end() || impl->stopping) {
+  if (handler == impl->handlers.end() || refuse) {
     v1::Response response;
     const absl::Status status =
-        impl->stopping
-            ? absl::UnavailableError("the service is shutting down")
-            : absl::NotFoundError(absl::StrCat("service \"", impl->options.service_name,
-                                               "\" has no handler for ", request.method()));
+        refuse ? absl::UnavailableError("the service is shutting down")
+               : absl::NotFoundError(absl::StrCat("service \"", impl->options.service_name,
+                                                  "\" has no handler for ", request.method()));
     response.set_code(static_cast<int>(status.code()));
     response.set_message(runtime::StatusText(status.message()));
     (void)link->connection->Send(FrameType::kResponse, runtime::kFlagFinal | runtime::kFlagError,
@@ -287,8 +292,11 @@ void OnFrame(const std::shared_ptr<ServiceHost>& host, Impl* impl,
       }
       return;
     }
+    case FrameType::kGoaway:
+      link->gateway_goaway = true;  // a drain (the close follows) or the answer to ours
+      return;
     default:
-      return;  // GOAWAY: the close follows
+      return;
   }
 }
 
@@ -310,6 +318,7 @@ asio::awaitable<void> Serve(std::shared_ptr<ServiceHost> host, Impl* impl,
       absl::StrCat("the gateway at ", link->address.host, ":", link->address.port));
   link->closed = false;
   link->registered = false;
+  link->gateway_goaway = false;
   link->refusal = absl::OkStatus();
   std::weak_ptr<Link> weak_link = link;
   std::weak_ptr<ServiceHost> weak_host = host;
@@ -489,14 +498,17 @@ void ServiceHost::Start() {
 
 namespace {
 
-// Closes every gateway connection once no call is left or `deadline` has passed (every 10 ms).
+// Closes every gateway connection once each gateway has acknowledged the drain and no call is
+// left, or once `deadline` has passed (checked every 10 ms).
 void WatchShutdown(const std::shared_ptr<ServiceHost>& host, Impl* impl, absl::Time deadline,
                    const std::function<void()>& done) {
   std::size_t open_calls = 0;
+  bool unacknowledged = false;
   for (const auto& link : impl->links) {
     open_calls += link->calls.size();
+    unacknowledged |= link->registered && !link->closed && !link->gateway_goaway;
   }
-  if (open_calls > 0 && absl::Now() < deadline) {
+  if ((open_calls > 0 || unacknowledged) && absl::Now() < deadline) {
     impl->shutdown_timer->expires_after(std::chrono::milliseconds(10));
     impl->shutdown_timer->async_wait([host, impl, deadline, done](boost::system::error_code ec) {
       if (!ec) {

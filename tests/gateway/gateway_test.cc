@@ -754,6 +754,54 @@ TEST_F(GatewayTest, DrainLetsCallsInFlightFinishThenCloses) {
   EXPECT_TRUE(loop_.PumpUntil([&] { return caller->closed && service->closed; }));
 }
 
+TEST_F(GatewayTest, ServiceDrainIsAcknowledgedAndItsCallsInFlightStillFinish) {
+  StartGateway();
+  auto service = Service(pki_.client, "greeter");
+  auto caller = Caller();
+  ASSERT_THAT(caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(1),
+                                       Request(kSayHello, "in flight", 60'000'000)),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kRequest));
+
+  // The service's host shuts down: it announces a drain and waits for the gateway's answer.
+  v1::Goaway drain;
+  drain.set_reason("the service is shutting down");
+  drain.set_drain_timeout_ms(5000);
+  ASSERT_THAT(service->connection->Send(FrameType::kGoaway, 0, CorrelationId{}, drain), IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kGoaway));
+  const v1::Goaway ack = Parse<v1::Goaway>(service->Of(FrameType::kGoaway).front());
+  EXPECT_EQ(ack.code(), 0);
+  EXPECT_THAT(ack.reason(), HasSubstr("drain acknowledged"));
+  EXPECT_THAT(ack.reason(), HasSubstr("greeter-1"));
+  EXPECT_TRUE(gateway_->routes().Snapshot()->instances.front()->draining.load());
+
+  // No new call is routed to it; the one it holds still reaches the caller.
+  ASSERT_THAT(
+      caller->connection->Send(FrameType::kRequest, kFlagFinal, Id(2), Request(kSayHello, "late")),
+      IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse));
+  const Received refused = caller->Of(FrameType::kResponse)[0];
+  EXPECT_EQ(refused.id, Id(2));
+  EXPECT_EQ(Parse<v1::Response>(refused).code(), static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(service->Of(FrameType::kRequest).size(), 1u);
+  v1::Response done;
+  done.set_body("finished");
+  ASSERT_THAT(service->connection->Send(FrameType::kResponse, kFlagFinal,
+                                        service->Of(FrameType::kRequest)[0].id, done),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*caller, FrameType::kResponse, 2));
+  EXPECT_EQ(Parse<v1::Response>(caller->Of(FrameType::kResponse)[1]).body(), "finished");
+
+  // A second GOAWAY is not answered again.
+  ASSERT_THAT(service->connection->Send(FrameType::kGoaway, 0, CorrelationId{}, drain), IsOk());
+  // The gateway reads one connection's frames in order: once the heartbeat is answered, the
+  // GOAWAY before it has been handled.
+  ASSERT_THAT(service->connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, v1::Heartbeat{}),
+              IsOk());
+  ASSERT_TRUE(WaitFor(*service, FrameType::kHeartbeat));
+  EXPECT_EQ(service->Of(FrameType::kGoaway).size(), 1u);
+}
+
 TEST_F(GatewayTest, SilentServiceIsDroppedAfterThreeHeartbeats) {
   StartGateway(
       [](GatewayConfig& config) { config.services.heartbeat_interval = absl::Milliseconds(100); });
