@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/keepalive.h"
 #include "runtime/request_envelope.h"
 #include "runtime/status_macros.h"
 #include "runtime/status_text.h"
@@ -29,7 +30,6 @@ using runtime::FrameLink;
 using runtime::FrameType;
 using runtime::FrameView;
 // Heartbeats missed before a peer is declared dead.
-constexpr int kMissedHeartbeats = 3;
 // Metadata keys beginning with this are the gateway's to set; a caller's are dropped.
 constexpr char kReservedPrefix[] = "stella-";
 constexpr char kCallerIdentityKey[] = "stella-caller-identity";
@@ -196,27 +196,30 @@ class Session {
     });
   }
 
-  // Sends a heartbeat every interval and closes a peer silent for kMissedHeartbeats intervals.
-  void StartHeartbeats(const std::weak_ptr<Session>& weak) {
-    heartbeat_timer_.expires_after(absl::ToChronoMilliseconds(heartbeat_interval_));
+  // Sends a heartbeat every interval and closes a peer silent for runtime::kMissedHeartbeats
+  // intervals (looking again just past that moment, not only at the next heartbeat).
+  void StartHeartbeats(const std::weak_ptr<Session>& weak,
+                       absl::Duration after = absl::ZeroDuration()) {
+    heartbeat_timer_.expires_after(
+        absl::ToChronoMicroseconds(after == absl::ZeroDuration() ? heartbeat_interval_ : after));
     heartbeat_timer_.async_wait([weak](boost::system::error_code ec) {
       auto self = weak.lock();
       if (ec || self == nullptr || self->closed_) {
         return;
       }
       const absl::Duration silent = absl::Now() - self->last_received_;
-      if (silent > kMissedHeartbeats * self->heartbeat_interval_) {
+      if (silent > runtime::kMissedHeartbeats * self->heartbeat_interval_) {
         self->OnSilent();
-        self->connection_->Close(absl::UnavailableError(
+        self->connection_->Abort(absl::UnavailableError(
             absl::StrCat("no frame from ", self->PeerName(), " for ", absl::FormatDuration(silent),
-                         " (", kMissedHeartbeats, " heartbeat intervals)")));
+                         " (", runtime::kMissedHeartbeats, " heartbeat intervals)")));
         return;
       }
       v1::Heartbeat heartbeat;
       heartbeat.set_sequence(++self->heartbeat_sequence_);
       heartbeat.set_send_time_unix_us(absl::ToUnixMicros(absl::Now()));
       (void)self->connection_->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
-      self->StartHeartbeats(weak);
+      self->StartHeartbeats(weak, runtime::NextHeartbeatCheck(silent, self->heartbeat_interval_));
     });
   }
 

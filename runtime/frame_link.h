@@ -63,6 +63,9 @@ class FrameLink {
   // Closes gracefully: what is queued is written first. `reason` is what the close handler
   // receives (the first reason given wins). The close handler runs later, never inside Close.
   virtual void Close(absl::Status reason) = 0;
+  // Closes at once, for a peer that no longer answers (a silent path): nothing queued is written
+  // and no close_notify is exchanged, so the close handler runs without waiting on the network.
+  virtual void Abort(absl::Status reason) = 0;
 
   // Who the peer is, from its certificate (empty fields if it sent none).
   virtual const tls::CertificateIdentity& peer() const = 0;

@@ -178,7 +178,7 @@ struct FramedConnection::Impl {
   int loops_running = 0;
   bool closing = false;
   bool reader_done = false;
-  bool timed_out = false;
+  bool timed_out = false;  // the handshake timed out, or Abort: no graceful close
   bool reason_set = false;
   absl::Status close_reason;
 };
@@ -543,6 +543,16 @@ void FramedConnection::Close(absl::Status reason) {
     impl.CloseSocket();  // never started: nothing to flush
     return;
   }
+  impl.wake.cancel();
+}
+
+void FramedConnection::Abort(absl::Status reason) {
+  Impl& impl = *impl_;
+  impl.SetReason(std::move(reason));
+  impl.closing = true;
+  impl.timed_out = true;
+  impl.pending.clear();
+  impl.CloseSocket();  // fails the reader and any write in progress; the loops then end
   impl.wake.cancel();
 }
 

@@ -84,6 +84,7 @@ class FramedConnection : public FrameLink, public std::enable_shared_from_this<F
   // Closes gracefully: what is queued is written, then TLS close_notify, then the socket.
   // `reason` is what the close handler receives (the first reason given wins).
   void Close(absl::Status reason) override;
+  void Abort(absl::Status reason) override;
 
   // Who the peer is, from its certificate (empty fields if it sent none).
   const tls::CertificateIdentity& peer() const override;

@@ -11,9 +11,6 @@ namespace {
 
 namespace v1 = ::stella::router::v1;
 
-// Intervals of silence after which the peer is declared gone.
-constexpr int kMissedHeartbeats = 3;
-
 }  // namespace
 
 struct Keepalive::Impl {
@@ -34,7 +31,7 @@ struct Keepalive::Impl {
 
 namespace {
 
-void Arm(const std::shared_ptr<Keepalive::Impl>& impl);
+void Arm(const std::shared_ptr<Keepalive::Impl>& impl, absl::Duration after);
 
 void Tick(const std::shared_ptr<Keepalive::Impl>& impl) {
   auto connection = impl->connection.lock();
@@ -43,7 +40,7 @@ void Tick(const std::shared_ptr<Keepalive::Impl>& impl) {
   }
   const absl::Duration silent = absl::Now() - impl->last_received;
   if (silent > kMissedHeartbeats * impl->interval) {
-    connection->Close(absl::UnavailableError(
+    connection->Abort(absl::UnavailableError(
         absl::StrCat(impl->peer, " sent nothing for ", absl::FormatDuration(silent), " (",
                      kMissedHeartbeats, " heartbeat intervals)")));
     return;
@@ -52,11 +49,11 @@ void Tick(const std::shared_ptr<Keepalive::Impl>& impl) {
   heartbeat.set_sequence(++impl->sequence);
   heartbeat.set_send_time_unix_us(absl::ToUnixMicros(absl::Now()));
   (void)connection->Send(FrameType::kHeartbeat, 0, CorrelationId{}, heartbeat);
-  Arm(impl);
+  Arm(impl, NextHeartbeatCheck(silent, impl->interval));
 }
 
-void Arm(const std::shared_ptr<Keepalive::Impl>& impl) {
-  impl->timer.expires_after(absl::ToChronoMilliseconds(impl->interval));
+void Arm(const std::shared_ptr<Keepalive::Impl>& impl, absl::Duration after) {
+  impl->timer.expires_after(absl::ToChronoMicroseconds(after));
   impl->timer.async_wait(
       [weak = std::weak_ptr<Keepalive::Impl>(impl)](boost::system::error_code ec) {
         if (auto alive = weak.lock(); alive != nullptr && !ec) {
@@ -78,7 +75,7 @@ void Keepalive::Begin(absl::Duration interval) {
   }
   impl_->interval = interval;
   impl_->last_received = absl::Now();
-  Arm(impl_);
+  Arm(impl_, interval);
 }
 
 bool Keepalive::OnFrame(const FrameView& frame) {

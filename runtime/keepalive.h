@@ -4,6 +4,7 @@
 #ifndef STELLA_RUNTIME_KEEPALIVE_H_
 #define STELLA_RUNTIME_KEEPALIVE_H_
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,18 @@
 namespace stella::runtime {
 
 class FramedConnection;
+
+// Intervals of silence after which a peer is declared gone, on both ends of a connection.
+inline constexpr int kMissedHeartbeats = 3;
+
+// When to look again at a connection whose peer has been `silent` for that long: after one
+// `interval` (the next heartbeat), or sooner, just past the moment the silence reaches
+// kMissedHeartbeats intervals, so that a dead path is declared 3 intervals after its last frame
+// rather than up to one interval later.
+inline absl::Duration NextHeartbeatCheck(absl::Duration silent, absl::Duration interval) {
+  const absl::Duration until_dead = kMissedHeartbeats * interval - silent;
+  return std::clamp(until_dead + absl::Milliseconds(1), absl::Milliseconds(1), interval);
+}
 
 // Lives on the connection's executor, like the connection.
 class Keepalive {

@@ -166,6 +166,8 @@ class FakeLink : public stella::runtime::FrameLink, public std::enable_shared_fr
     return Queue(type, flags, id, payload.SerializeAsString(), /*control=*/true);
   }
 
+  void Abort(absl::Status reason) override { Close(std::move(reason)); }
+
   void Close(absl::Status reason) override {
     if (closing_) {
       return;

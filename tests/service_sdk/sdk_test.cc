@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <fstream>
 #include <future>
 #include <memory>
@@ -200,6 +202,98 @@ asio::awaitable<void> SilentGateway(asio::ip::tcp::acceptor* acceptor,
   }
 }
 
+// A TCP proxy on loopback whose forwarding can be cut without closing anything: Silence() makes
+// every connection open at that moment drop what it reads, both ways, while its sockets stay up —
+// a network path that went silent (a NAT entry expired, a link died). Later connections are
+// forwarded normally.
+class PathProxy {
+ public:
+  PathProxy(asio::io_context& io, std::uint16_t upstream)
+      : acceptor_(io, {asio::ip::make_address("127.0.0.1"), 0}), upstream_(upstream) {
+    asio::co_spawn(io, Accept(), runtime::LogCoroutineFailure("path proxy"));
+  }
+  ~PathProxy() { Close(); }
+  PathProxy(const PathProxy&) = delete;
+  PathProxy& operator=(const PathProxy&) = delete;
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  std::size_t connections() const { return paths_.size(); }
+
+  void Silence() {
+    for (auto& path : paths_) {
+      path->silent = true;
+    }
+  }
+
+  void Close() {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    for (auto& path : paths_) {
+      path->downstream.close(ec);
+      path->upstream.close(ec);
+    }
+  }
+
+ private:
+  struct Path {
+    explicit Path(asio::ip::tcp::socket accepted)
+        : downstream(std::move(accepted)), upstream(downstream.get_executor()) {}
+    asio::ip::tcp::socket downstream;
+    asio::ip::tcp::socket upstream;
+    bool silent = false;
+  };
+
+  // Copies `from` to `to` until either closes; a silent path reads and drops. A close is passed
+  // on only while the path is not silent.
+  static asio::awaitable<void> Pump(std::shared_ptr<Path> path, bool down_to_up) {
+    asio::ip::tcp::socket& from = down_to_up ? path->downstream : path->upstream;
+    asio::ip::tcp::socket& to = down_to_up ? path->upstream : path->downstream;
+    std::vector<char> buffer(16384);
+    for (;;) {
+      boost::system::error_code ec;
+      const std::size_t n = co_await from.async_read_some(
+          asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && path->silent) {
+        continue;
+      }
+      if (!ec) {
+        co_await asio::async_write(to, asio::buffer(buffer.data(), n),
+                                   asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (ec) {
+        if (!path->silent) {
+          to.close(ec);
+        }
+        co_return;
+      }
+    }
+  }
+
+  asio::awaitable<void> Accept() {
+    for (;;) {
+      boost::system::error_code ec;
+      auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        co_return;
+      }
+      auto path = std::make_shared<Path>(std::move(socket));
+      co_await path->upstream.async_connect({asio::ip::make_address("127.0.0.1"), upstream_},
+                                            asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        continue;  // the gateway is not there: the accepted socket closes with `path`
+      }
+      paths_.push_back(path);
+      const auto executor = co_await asio::this_coro::executor;
+      asio::co_spawn(executor, Pump(path, true), asio::detached);
+      asio::co_spawn(executor, Pump(path, false), asio::detached);
+    }
+  }
+
+  asio::ip::tcp::acceptor acceptor_;
+  std::uint16_t upstream_;
+  std::vector<std::shared_ptr<Path>> paths_;
+};
+
 v1::Endpoint Endpoint(const std::string& method, v1::CallKind kind) {
   v1::Endpoint endpoint;
   endpoint.set_method(method);
@@ -242,6 +336,9 @@ class SdkTest : public ::testing::Test {
     config.gateway_id = "gw-sdk-test";
     config.services.listen_address = "127.0.0.1";
     config.services.port = service_port;
+    if (heartbeat_interval_ > absl::ZeroDuration()) {
+      config.services.heartbeat_interval = heartbeat_interval_;
+    }
     config.callers = config.services;
     config.callers->port = caller_port;
     gateway::GatewayOptions options;
@@ -324,6 +421,7 @@ class SdkTest : public ::testing::Test {
   testing::MintedCert frontend_;
   std::shared_ptr<const TlsContext> server_tls_;
   std::unique_ptr<gateway::Gateway> gateway_;
+  absl::Duration heartbeat_interval_ = absl::ZeroDuration();  // zero: the gateway's default
 };
 
 TEST_F(SdkTest, UnaryCallsErrorsAndExceptions) {
@@ -580,6 +678,88 @@ TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
   for (auto& connection : kept) {
     connection->Close(absl::OkStatus());
   }
+}
+
+// The path between a service and the gateway goes silent without closing (a proxy in between
+// stops forwarding both ways; every socket stays open). Each side declares the other gone 3
+// heartbeat intervals after the last frame it received: the gateway drops the instance and fails
+// its call in flight with UNAVAILABLE, the service dials again (through the proxy, which forwards
+// new connections) and serves.
+TEST_F(SdkTest, SilentPathIsDetectedOnBothSidesWithinThreeHeartbeats) {
+  constexpr absl::Duration kInterval = absl::Milliseconds(400);
+  gateway_.reset();
+  heartbeat_interval_ = kInterval;
+  StartGateway();
+  PathProxy proxy(loop_.io(), gateway_->service_port());
+  ServiceHostOptions options;
+  options.service_name = "greeter";
+  options.gateways = {{"127.0.0.1", proxy.port()}};
+  auto tls = Tls(pki_.client, TlsRole::kClient);
+  options.tls = [tls] { return tls; };
+  options.initial_reconnect_delay = absl::Milliseconds(20);
+  options.max_reconnect_delay = absl::Milliseconds(100);
+  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
+  host->Start();
+  ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
+  auto channel = Connect();
+  ASSERT_NE(channel, nullptr);
+  ASSERT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "before")), IsOk());
+  const std::shared_ptr<gateway::Instance> before = gateway_->routes().Snapshot()->instances.at(0);
+
+  CallOptions patient;
+  patient.timeout = absl::Seconds(30);
+  std::optional<absl::StatusOr<std::string>> hanging;
+  loop_.Spawn(channel->Call("test.v1.Texts/Hang", "", patient), &hanging);
+  ASSERT_TRUE(loop_.PumpUntil([&] { return before->outstanding.load() == 1; }));
+
+  const absl::Time silent_at = absl::Now();
+  proxy.Silence();
+  std::optional<absl::Duration> gateway_gave_up, call_failed, service_redialled;
+  const std::size_t attempts = host->connection_attempts();
+  ASSERT_TRUE(loop_.PumpUntil(
+      [&] {
+        const auto instances = gateway_->routes().Snapshot()->instances;
+        if (!gateway_gave_up &&
+            std::find(instances.begin(), instances.end(), before) == instances.end()) {
+          gateway_gave_up = absl::Now() - silent_at;
+        }
+        if (!call_failed && hanging.has_value()) {
+          call_failed = absl::Now() - silent_at;
+        }
+        if (!service_redialled && host->connection_attempts() > attempts) {
+          service_redialled = absl::Now() - silent_at;
+        }
+        return gateway_gave_up && call_failed && service_redialled;
+      },
+      std::chrono::seconds(10)));
+  std::printf(
+      "silent path, heartbeat interval %s: the gateway dropped the instance after %s, the call in "
+      "flight failed after %s, the service dialled again after %s\n",
+      absl::FormatDuration(kInterval).c_str(), absl::FormatDuration(*gateway_gave_up).c_str(),
+      absl::FormatDuration(*call_failed).c_str(), absl::FormatDuration(*service_redialled).c_str());
+  // Each side gives up 3 intervals after the last frame it received, and the last frame came at
+  // most one interval before the path went silent: so between 2 and 3 intervals after it, with
+  // room for a loaded machine (sanitizer builds) on top.
+  for (const absl::Duration took : {*gateway_gave_up, *service_redialled}) {
+    EXPECT_GE(took, 2 * kInterval);
+    EXPECT_LE(took, 3 * kInterval + kInterval / 2);
+  }
+  EXPECT_LE(*call_failed - *gateway_gave_up, absl::Milliseconds(100));
+  ASSERT_FALSE(hanging->ok());
+  EXPECT_EQ(hanging->status().code(), absl::StatusCode::kUnavailable) << hanging->status();
+  EXPECT_THAT(hanging->status().message(), HasSubstr("greeter"));
+
+  // The service is back through a new path, and calls flow again.
+  ASSERT_TRUE(
+      loop_.PumpUntil([&] { return gateway_->routes().Snapshot()->instances.size() == 1; }));
+  EXPECT_NE(gateway_->routes().Snapshot()->instances.at(0), before);
+  EXPECT_GE(proxy.connections(), 2u);
+  EXPECT_THAT(loop_.Run(channel->Call("test.v1.Texts/Echo", "after")), IsOk());
+  channel->Close();
+  host->Shutdown();
+  proxy.Close();
 }
 
 TEST_F(SdkTest, TwoGatewaysOneGoesAwayCallsThroughTheOtherGoOn) {
