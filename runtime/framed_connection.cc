@@ -285,9 +285,11 @@ asio::awaitable<absl::Status> RunHandshake(std::shared_ptr<FramedConnection> sel
                                     "Stella peer"),
                        "no_alpn");
   }
-  bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl));
-  if (peer != nullptr) {
-    impl.peer = tls::IdentityOf(peer.get());
+  if (impl.diagnostics.verified_peer.has_value()) {
+    impl.peer = *std::move(impl.diagnostics.verified_peer);  // described when it was verified
+    impl.diagnostics.verified_peer.reset();
+  } else if (bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(ssl)); peer != nullptr) {
+    impl.peer = tls::IdentityOf(peer.get());  // a resumed session: nothing was verified
   }
   if (absl::Status revoked = co_await CheckOnlineRevocation(impl); !revoked.ok()) {
     co_return revoked;

@@ -223,7 +223,16 @@ enum ssl_verify_result_t TlsContext::VerifyPeer(SSL* ssl, uint8_t* out_alert) {
   }
   std::vector<bssl::UniquePtr<X509>> owned;
   std::vector<X509*> chain;
-  if (const STACK_OF(CRYPTO_BUFFER)* buffers = SSL_get0_peer_certificates(ssl)) {
+  const STACK_OF(CRYPTO_BUFFER)* buffers = SSL_get0_peer_certificates(ssl);
+  // BoringSSL has already parsed the chain it received into X509 objects (this SSL_CTX is not
+  // buffers-only); use them rather than parsing every certificate a second time.
+  if (STACK_OF(X509)* parsed = SSL_get_peer_full_cert_chain(ssl);
+      parsed != nullptr && buffers != nullptr &&
+      sk_X509_num(parsed) == sk_CRYPTO_BUFFER_num(buffers)) {
+    for (std::size_t i = 0; i < sk_X509_num(parsed); ++i) {
+      chain.push_back(sk_X509_value(parsed, i));
+    }
+  } else if (buffers != nullptr) {
     for (std::size_t i = 0; i < sk_CRYPTO_BUFFER_num(buffers); ++i) {
       bssl::UniquePtr<X509> cert(X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(buffers, i)));
       if (cert == nullptr) {
