@@ -1,5 +1,7 @@
 #include "gateway/identity_rules.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -207,6 +209,18 @@ absl::Status CallerPolicy::Add(const std::string& identity_pattern,
   }
   entries_.push_back(Entry{*std::move(identity), methods});
   return absl::OkStatus();
+}
+
+absl::Status CallerPolicy::Admit(const CertificateIdentity& caller) const {
+  if (entries_.empty() || std::any_of(entries_.begin(), entries_.end(), [&caller](const Entry& e) {
+        return e.identity.Matches(caller);
+      })) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "caller ", IdentityName(caller), " (", caller.subject,
+      ") is named by no CallerPolicy entry, so it may call nothing; a service's certificate "
+      "belongs on the service listener"));
 }
 
 absl::Status CallerPolicy::Check(const CertificateIdentity& caller,

@@ -84,6 +84,10 @@ class CallerPolicy {
   absl::Status Check(const runtime::tls::CertificateIdentity& caller,
                      absl::string_view method) const;
 
+  // OK if the policy is empty or some entry matches `caller`; else PERMISSION_DENIED: a caller
+  // no entry names may call nothing, so the gateway refuses its HELLO rather than every call.
+  absl::Status Admit(const runtime::tls::CertificateIdentity& caller) const;
+
   bool allows_everyone() const { return entries_.empty(); }
 
  private:

@@ -388,6 +388,11 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
                                                       " HELLO belongs on the service listener")));
       return;
     }
+    if (absl::Status admitted = hub_->options.config.caller_policy.Admit(connection_->peer());
+        !admitted.ok()) {
+      Refuse(admitted);
+      return;
+    }
     region_ = hello.metadata().contains("region") ? hello.metadata().at("region") : "";
     Accept();
     StartHeartbeats(shared_from_this());

@@ -835,6 +835,26 @@ TEST_F(GatewayTest, CallerPolicyDeniesWithAReason) {
   EXPECT_TRUE(service->Of(FrameType::kRequest).empty());
 }
 
+// With a CallerPolicy, a certificate no entry names — here a service's, used on the caller
+// listener — is refused at HELLO, with the reason in the HELLO_ACK and the gateway's log.
+TEST_F(GatewayTest, CallerPolicyRefusesAnIdentityItDoesNotName) {
+  CallerPolicy policy;
+  ASSERT_THAT(policy.Add("cn:frontend", {"greeter.v1.Greeter/*"}), IsOk());
+  StartGateway([&policy](GatewayConfig& config) { config.caller_policy = std::move(policy); });
+  auto service = Service(pki_.client, "greeter");
+  auto impostor = Connect(pki_.client, /*service=*/false);
+  v1::Hello hello;
+  hello.set_role(v1::ROLE_CALLER);
+  v1::HelloAck ack = Hello(*impostor, hello);
+  EXPECT_FALSE(ack.accepted());
+  EXPECT_EQ(ack.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(ack.reason(), HasSubstr("caller spiffe://example.org/ns/prod/greeter (CN=greeter,"
+                                      "O=Stella Tests) is named by no CallerPolicy entry"));
+  EXPECT_TRUE(loop_.PumpUntil([&] { return impostor->closed.has_value(); }));
+  auto frontend = Caller();  // the caller the policy names is still let in
+  EXPECT_FALSE(frontend->closed.has_value());
+}
+
 TEST_F(GatewayTest, WrongRoleOnAListenerIsRefused) {
   StartGateway();
   auto peer = Connect(frontend_, /*service=*/true);

@@ -137,6 +137,14 @@ TEST(CallerPolicyTest, PatternsPerIdentity) {
   EXPECT_FALSE(policy.Check(frontend, "greeter.v1.GreeterAdmin/Reset").ok());
   EXPECT_THAT(policy.Check(Identity("admin", {}, {}), "billing.v1.Billing/Charge"), IsOk());
   EXPECT_FALSE(policy.Check(Identity("stranger", {}, {}), "greeter.v1.Greeter/SayHello").ok());
+  // Admission: any entry naming the caller admits it; nobody else is let in at all.
+  EXPECT_THAT(policy.Admit(frontend), IsOk());
+  EXPECT_THAT(policy.Admit(Identity("admin", {}, {})), IsOk());
+  EXPECT_THAT(policy.Admit(Identity("stranger", {}, {})),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("caller CN=stranger,O=Example (CN=stranger,O=Example) is named "
+                                 "by no CallerPolicy entry, so it may call nothing")));
+  EXPECT_THAT(CallerPolicy().Admit(Identity("stranger", {}, {})), IsOk());
 }
 
 TEST(CallerPolicyTest, MalformedMethodPatterns) {

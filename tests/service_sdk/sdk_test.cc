@@ -386,6 +386,21 @@ class SdkTest : public ::testing::Test {
     return host;
   }
 
+  // A "greeter" host serving Echo that dials 127.0.0.1:`port` (not necessarily the gateway),
+  // retrying every 20–100 ms; not started.
+  std::shared_ptr<ServiceHost> DialingHost(std::uint16_t port) {
+    ServiceHostOptions options;
+    options.service_name = "greeter";
+    options.gateways = {{"127.0.0.1", port}};
+    auto tls = Tls(pki_.client, TlsRole::kClient);
+    options.tls = [tls] { return tls; };
+    options.initial_reconnect_delay = absl::Milliseconds(20);
+    options.max_reconnect_delay = absl::Milliseconds(100);
+    auto host = ServiceHost::Create(loop_.executor(), std::move(options));
+    EXPECT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+    return host;
+  }
+
   std::shared_ptr<Channel> Connect(std::vector<GatewayAddress> gateways = {}) {
     ChannelOptions options;
     options.gateways = gateways.empty()
@@ -661,15 +676,7 @@ TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
   std::vector<std::shared_ptr<runtime::FramedConnection>> kept;
   asio::co_spawn(loop_.io(), SilentGateway(&silent, server_tls_, &kept),
                  runtime::LogCoroutineFailure("silent gateway"));
-  ServiceHostOptions options;
-  options.service_name = "greeter";
-  options.gateways = {{"127.0.0.1", silent.local_endpoint().port()}};
-  auto tls = Tls(pki_.client, TlsRole::kClient);
-  options.tls = [tls] { return tls; };
-  options.initial_reconnect_delay = absl::Milliseconds(20);
-  options.max_reconnect_delay = absl::Milliseconds(100);
-  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
-  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  auto host = DialingHost(silent.local_endpoint().port());
   host->Start();
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
   // After three silent heartbeat intervals (300 ms) the host gives up on it and dials again.
@@ -691,15 +698,7 @@ TEST_F(SdkTest, SilentPathIsDetectedOnBothSidesWithinThreeHeartbeats) {
   heartbeat_interval_ = kInterval;
   StartGateway();
   PathProxy proxy(loop_.io(), gateway_->service_port());
-  ServiceHostOptions options;
-  options.service_name = "greeter";
-  options.gateways = {{"127.0.0.1", proxy.port()}};
-  auto tls = Tls(pki_.client, TlsRole::kClient);
-  options.tls = [tls] { return tls; };
-  options.initial_reconnect_delay = absl::Milliseconds(20);
-  options.max_reconnect_delay = absl::Milliseconds(100);
-  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
-  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  auto host = DialingHost(proxy.port());
   ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
   host->Start();
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));

@@ -647,28 +647,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string d = dir.string();
+  // A listener section's body: `port` and the gateway's certificate, key and CA bundle.
+  auto listener = [&d](int port) {
+    return absl::StrCat("  ListenAddress: 127.0.0.1\n  Port: ", port, "\n  CertificatePath: ", d,
+                        "/gateway.crt\n  CertificateKeyPath: ", d,
+                        "/gateway.key\n  ClientCaCertificatePath: ", d, "/ca.crt\n");
+  };
   std::ofstream(dir / "gateway.yaml")
-      << absl::StrFormat(R"(GatewayId: soak-gateway
-TlsTransport:
-  ListenAddress: 127.0.0.1
-  Port: %d
-  CertificatePath: %s/gateway.crt
-  CertificateKeyPath: %s/gateway.key
-  ClientCaCertificatePath: %s/ca.crt
-  HeartbeatIntervalMs: 1000
-Callers:
-  ListenAddress: 127.0.0.1
-  Port: %d
-  CertificatePath: %s/gateway.crt
-  CertificateKeyPath: %s/gateway.key
-  ClientCaCertificatePath: %s/ca.crt
-Admin:
-  ListenAddress: 127.0.0.1
-  Port: %d
-Limits:
-  DrainTimeoutSeconds: 5
-)",
-                         service_port, d, d, d, caller_port, d, d, d, admin_port);
+      << absl::StrCat("GatewayId: soak-gateway\nTlsTransport:\n", listener(service_port),
+                      "  HeartbeatIntervalMs: 1000\nCallers:\n", listener(caller_port),
+                      "Admin:\n  ListenAddress: 127.0.0.1\n  Port: ", admin_port,
+                      "\nLimits:\n  DrainTimeoutSeconds: 5\n");
   // A TlsClient section for `who` ("greeter" or "caller") dialling `port`.
   auto client_yaml = [&d](int port, const std::string& who) {
     return absl::StrCat("TlsClient:\n  Gateways: [\"127.0.0.1:", port,
