@@ -29,7 +29,6 @@ using runtime::CorrelationId;
 using runtime::FrameLink;
 using runtime::FrameType;
 using runtime::FrameView;
-// Heartbeats missed before a peer is declared dead.
 // Metadata keys beginning with this are the gateway's to set; a caller's are dropped.
 constexpr char kReservedPrefix[] = "stella-";
 constexpr char kCallerIdentityKey[] = "stella-caller-identity";
@@ -196,12 +195,11 @@ class Session {
     });
   }
 
-  // Sends a heartbeat every interval and closes a peer silent for runtime::kMissedHeartbeats
-  // intervals (looking again just past that moment, not only at the next heartbeat).
-  void StartHeartbeats(const std::weak_ptr<Session>& weak,
-                       absl::Duration after = absl::ZeroDuration()) {
-    heartbeat_timer_.expires_after(
-        absl::ToChronoMicroseconds(after == absl::ZeroDuration() ? heartbeat_interval_ : after));
+  // After `after` (the first time, one interval), sends a heartbeat, or closes a peer silent for
+  // runtime::kMissedHeartbeats intervals; then looks again at the next heartbeat or just past
+  // the moment the silence would reach that limit, whichever comes first.
+  void StartHeartbeats(const std::weak_ptr<Session>& weak, absl::Duration after) {
+    heartbeat_timer_.expires_after(absl::ToChronoMicroseconds(after));
     heartbeat_timer_.async_wait([weak](boost::system::error_code ec) {
       auto self = weak.lock();
       if (ec || self == nullptr || self->closed_) {
@@ -395,7 +393,7 @@ class CallerSession : public Session, public std::enable_shared_from_this<Caller
     }
     region_ = hello.metadata().contains("region") ? hello.metadata().at("region") : "";
     Accept();
-    StartHeartbeats(shared_from_this());
+    StartHeartbeats(shared_from_this(), heartbeat_interval_);
     spdlog::info("caller {} ({}) connected on connection {}{}", PeerName(),
                  connection_->remote_address(), id_,
                  region_.empty() ? "" : absl::StrCat(" in region ", region_));
@@ -620,7 +618,7 @@ class ServiceSession : public Session, public std::enable_shared_from_this<Servi
     }
     instance_ = std::move(instance);
     Accept();
-    StartHeartbeats(shared_from_this());
+    StartHeartbeats(shared_from_this(), heartbeat_interval_);
     spdlog::info("{} registered {} method(s) from {} ({}) on connection {}", Describe(),
                  instance_->endpoints.size(), connection_->remote_address(), PeerName(), id_);
   }

@@ -15,6 +15,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/loopback.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_pki.h"
@@ -24,6 +25,7 @@ extern char** environ;
 namespace stella::gateway {
 namespace {
 
+using ::stella::testing::FreeLoopbackPort;
 using ::stella::testing::RunCommand;
 using ::stella::testing::TempDir;
 using ::stella::testing::TestPki;
@@ -32,12 +34,6 @@ using ::testing::HasSubstr;
 const std::string kBinary = std::string(STELLA_BINARY_DIR) + "/stella-gateway";
 
 // A free loopback port (bound and released; good enough on a test machine's loopback).
-std::uint16_t FreePort() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return acceptor.local_endpoint().port();
-}
-
 class GatewayBinaryTest : public ::testing::Test {
  protected:
   std::string WriteConfig(std::uint16_t service_port, std::uint16_t admin_port,
@@ -96,8 +92,8 @@ TEST_F(GatewayBinaryTest, CheckConfigLoadsTheCertificates) {
 }
 
 TEST_F(GatewayBinaryTest, ServesHealthAndExitsZeroOnSigterm) {
-  const std::uint16_t admin_port = FreePort();
-  const std::string config = WriteConfig(FreePort(), admin_port);
+  const std::uint16_t admin_port = FreeLoopbackPort();
+  const std::string config = WriteConfig(FreeLoopbackPort(), admin_port);
   pid_t pid = 0;
   std::string config_arg = config;
   char* argv[] = {const_cast<char*>(kBinary.c_str()), const_cast<char*>("--config"),

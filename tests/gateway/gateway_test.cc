@@ -836,7 +836,7 @@ TEST_F(GatewayTest, CallerPolicyDeniesWithAReason) {
 }
 
 // With a CallerPolicy, a certificate no entry names — here a service's, used on the caller
-// listener — is refused at HELLO, with the reason in the HELLO_ACK and the gateway's log.
+// listener — is refused at HELLO, with the reason in the HELLO_ACK (Refuse logs it too).
 TEST_F(GatewayTest, CallerPolicyRefusesAnIdentityItDoesNotName) {
   CallerPolicy policy;
   ASSERT_THAT(policy.Add("cn:frontend", {"greeter.v1.Greeter/*"}), IsOk());

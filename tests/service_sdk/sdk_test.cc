@@ -386,12 +386,14 @@ class SdkTest : public ::testing::Test {
     return host;
   }
 
-  // A "greeter" host serving Echo that dials 127.0.0.1:`port` (not necessarily the gateway),
-  // retrying every 20–100 ms; not started.
-  std::shared_ptr<ServiceHost> DialingHost(std::uint16_t port) {
+  // A "greeter" host serving Echo that dials 127.0.0.1 on each of `ports` (not necessarily
+  // gateways), retrying every 20–100 ms; not started.
+  std::shared_ptr<ServiceHost> DialingHost(const std::vector<std::uint16_t>& ports) {
     ServiceHostOptions options;
     options.service_name = "greeter";
-    options.gateways = {{"127.0.0.1", port}};
+    for (const std::uint16_t port : ports) {
+      options.gateways.push_back({"127.0.0.1", port});
+    }
     auto tls = Tls(pki_.client, TlsRole::kClient);
     options.tls = [tls] { return tls; };
     options.initial_reconnect_delay = absl::Milliseconds(20);
@@ -676,7 +678,7 @@ TEST_F(SdkTest, SilentGatewayIsDetectedAndRedialled) {
   std::vector<std::shared_ptr<runtime::FramedConnection>> kept;
   asio::co_spawn(loop_.io(), SilentGateway(&silent, server_tls_, &kept),
                  runtime::LogCoroutineFailure("silent gateway"));
-  auto host = DialingHost(silent.local_endpoint().port());
+  auto host = DialingHost({silent.local_endpoint().port()});
   host->Start();
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
   // After three silent heartbeat intervals (300 ms) the host gives up on it and dials again.
@@ -698,7 +700,7 @@ TEST_F(SdkTest, SilentPathIsDetectedOnBothSidesWithinThreeHeartbeats) {
   heartbeat_interval_ = kInterval;
   StartGateway();
   PathProxy proxy(loop_.io(), gateway_->service_port());
-  auto host = DialingHost(proxy.port());
+  auto host = DialingHost({proxy.port()});
   ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Hang", v1::CALL_KIND_UNARY), Hang), IsOk());
   host->Start();
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 1; }));
@@ -765,15 +767,7 @@ TEST_F(SdkTest, TwoGatewaysOneGoesAwayCallsThroughTheOtherGoOn) {
   std::unique_ptr<gateway::Gateway> first = std::move(gateway_);
   StartGateway();
   std::unique_ptr<gateway::Gateway> second = std::move(gateway_);
-  ServiceHostOptions options;
-  options.service_name = "greeter";
-  options.gateways = {{"127.0.0.1", first->service_port()}, {"127.0.0.1", second->service_port()}};
-  auto tls = Tls(pki_.client, TlsRole::kClient);
-  options.tls = [tls] { return tls; };
-  options.initial_reconnect_delay = absl::Milliseconds(20);
-  options.max_reconnect_delay = absl::Milliseconds(200);
-  auto host = ServiceHost::Create(loop_.executor(), std::move(options));
-  ASSERT_THAT(host->Register(Endpoint("test.v1.Texts/Echo", v1::CALL_KIND_UNARY), Echo), IsOk());
+  auto host = DialingHost({first->service_port(), second->service_port()});
   host->Start();
   ASSERT_TRUE(loop_.PumpUntil([&] { return host->registered_gateways() == 2; }));
 
@@ -1040,7 +1034,6 @@ TEST_F(SdkTest, BlockingHandlersRunOnThePoolAndNeverStallTheConnection) {
   host->Shutdown();
 }
 
-// A stella-test-service process, killed with SIGKILL when the test ends.
 // A child process of the test, killed with SIGKILL (if still running) when it goes out of scope.
 class ChildProcess {
  public:
@@ -1342,18 +1335,10 @@ double CpuSeconds(pid_t pid) {
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// Callers keep calling (pausing 20 ms after a failure, as a client would); calls fail with
-// UNAVAILABLE while the gateway is gone, nobody spins meanwhile, and calls succeed again once it
-// is back on the same ports.
-std::uint16_t FreePort() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-  return acceptor.local_endpoint().port();
-}
-
 // The gateway as a process (stella-gateway) killed with SIGKILL under load, then started again on
-// the same ports: while it is gone, calls fail UNAVAILABLE at once (none hangs), neither the
-// service process nor the caller spins, and both come back by themselves.
+// the same ports. Callers keep calling (pausing 20 ms after a failure, as a client would): while
+// the gateway is gone calls fail UNAVAILABLE at once (none hangs), neither the service process
+// nor the caller spins, and both come back by themselves.
 TEST_F(SdkTest, GatewayProcessKilledUnderLoadNobodySpinsAndCallsRecover) {
   gateway_.reset();  // this test's gateway is a process
   const std::string cert = dir_.Write("down/greeter.crt", TestPki::Pem(pki_.client));
@@ -1361,7 +1346,8 @@ TEST_F(SdkTest, GatewayProcessKilledUnderLoadNobodySpinsAndCallsRecover) {
   const std::string gateway_cert = dir_.Write("down/gateway.crt", TestPki::Pem(pki_.server));
   const std::string gateway_key = dir_.Write("down/gateway.key", TestPki::KeyPem(pki_.server));
   const std::string ca = dir_.Write("down/ca.crt", TestPki::Pem(pki_.root));
-  const std::uint16_t service_port = FreePort(), caller_port = FreePort();
+  const std::uint16_t service_port = testing::FreeLoopbackPort();
+  const std::uint16_t caller_port = testing::FreeLoopbackPort();
   const std::string listener = absl::StrCat(
       "  ListenAddress: 127.0.0.1\n  CertificatePath: ", gateway_cert,
       "\n  CertificateKeyPath: ", gateway_key, "\n  ClientCaCertificatePath: ", ca, "\n");

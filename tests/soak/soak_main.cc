@@ -1,13 +1,15 @@
 // stella-soak: a gateway and two greeter services as real processes under steady mixed load (all
 // four call kinds through the generated Greeter client), while the everyday faults happen on a
 // schedule: the caller reconnects, a greeter restarts (SIGTERM, drain, start again), and the
-// gateway's certificate, the greeter's certificate and the CA bundle rotate. Every second it
-// samples the gateway's RSS and file descriptors, its own, and the calls in flight.
+// gateway's, the greeter's and the caller's certificates and the CA bundle rotate. Every second it
+// samples the gateway's RSS and file descriptors, its own, the calls in flight and the gateway's
+// outstanding count.
 //
-// It fails (exit 1) if any call fails or never ends, if a process does not stop cleanly, or if
-// RSS or file descriptors keep growing: the median RSS of the last quarter may exceed that of
-// the second quarter (after warm-up) by at most 10% + 2 MiB, the most file descriptors by at
-// most 16.
+// It fails (exit 1) if any call fails or never ends, if a reconnect fails, if the gateway still
+// counts a call outstanding afterwards, if a process does not stop cleanly, if the gateway did not
+// reload (or rejected) a rotation, or if RSS or file descriptors keep growing: the median RSS of
+// the last quarter may exceed that of the second quarter (after warm-up) by at most 10% + 2 MiB,
+// the most file descriptors by at most 16.
 //   stella-soak --minutes=10 --bin_dir=build/bin        (`./run soak [minutes]`)
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -23,7 +25,6 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -33,7 +34,6 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -399,13 +399,15 @@ struct Load {
   std::vector<std::shared_ptr<Slot>> retiring;
   std::atomic<bool> stop{false};
   std::atomic<int> workers_running{0};
-  std::atomic<std::int64_t> started{0}, succeeded{0}, failed{0}, in_flight{0}, reconnects{0};
+  std::atomic<std::int64_t> started{0}, succeeded{0}, failed{0}, in_flight{0}, reconnects{0},
+      failed_reconnects{0};
   std::atomic<std::int64_t> by_kind[4] = {};
   std::mutex mu;
   std::vector<std::string> failures;  // the first few, for the report
 
-  void Fail(const std::string& what) {
-    failed.fetch_add(1);
+  // Counts one failure in `counter` and keeps its description if there is room.
+  void Fail(std::atomic<std::int64_t>& counter, const std::string& what) {
+    counter.fetch_add(1);
     std::lock_guard<std::mutex> lock(mu);
     if (failures.size() < 20) {
       failures.push_back(what);
@@ -526,7 +528,7 @@ asio::awaitable<void> Worker(Load* load, int index) {
       load->succeeded.fetch_add(1);
       load->by_kind[kind].fetch_add(1);
     } else {
-      load->Fail(absl::StrCat(kKinds[kind], ": ", status.ToString()));
+      load->Fail(load->failed, absl::StrCat(kKinds[kind], ": ", status.ToString()));
     }
   }
   load->workers_running.fetch_sub(1);
@@ -537,7 +539,7 @@ asio::awaitable<void> Reconnect(Load* load) {
   absl::StatusOr<std::shared_ptr<Channel>> channel =
       co_await Channel::Connect(load->io.get_executor(), load->options);
   if (!channel.ok()) {
-    load->Fail(absl::StrCat("reconnect: ", channel.status().ToString()));
+    load->Fail(load->failed_reconnects, absl::StrCat("reconnect: ", channel.status().ToString()));
     co_return;
   }
   load->retiring.push_back(std::exchange(load->current, std::make_shared<Slot>()));
@@ -844,6 +846,9 @@ int main(int argc, char** argv) {
     problems.push_back(absl::StrCat(failed, " of ", started, " calls failed, ",
                                     started - succeeded - failed, " never ended"));
   }
+  if (load.failed_reconnects.load() > 0) {
+    problems.push_back(absl::StrCat(load.failed_reconnects.load(), " caller reconnect(s) failed"));
+  }
   for (std::int64_t kind : {0, 1, 2, 3}) {
     if (load.by_kind[kind].load() == 0) {
       problems.push_back(absl::StrCat("no ", kKinds[kind], " call succeeded"));
@@ -896,7 +901,7 @@ int main(int argc, char** argv) {
   {
     std::lock_guard<std::mutex> lock(load.mu);
     for (const std::string& failure : load.failures) {
-      Say(absl::StrCat("failed call: ", failure));
+      Say(absl::StrCat("failed: ", failure));
     }
   }
   if (!problems.empty()) {

@@ -7,7 +7,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <future>
@@ -16,6 +18,14 @@
 #include <utility>
 
 namespace stella::testing {
+
+// A TCP port on 127.0.0.1 that was free a moment ago, for a process that must be told its port
+// up front (a config file) or be restarted on the same one.
+inline std::uint16_t FreeLoopbackPort() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return acceptor.local_endpoint().port();
+}
 
 // An io_context kept alive by a work guard, so that pumping it never stops it for lack of work.
 class TestLoop {
